@@ -1,0 +1,133 @@
+"""Many independent SGD runs of one small network at once, as one batched program.
+
+Parameters of ``R`` runs are stacked along a leading dimension and every step is one
+``vmap`` over runs of ``grad`` of the minibatch loss (``torch.func``), with per-run minibatch
+indices drawn as one ``[R, m]`` tensor. Per-run minibatch loss, stochastic-gradient norm and
+the cosine between consecutive stochastic gradients are tracked at every step, the full
+training loss at chosen steps; a non-finite loss stops with a message naming the run and step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+
+class EnsembleDivergenceError(FloatingPointError):
+    """A run of the ensemble produced a non-finite loss."""
+
+
+def stacked_init(make_model: Callable[[torch.Generator], nn.Module], runs: int, generator: torch.Generator):
+    """Initialise ``runs`` models with ``make_model(generator)`` and stack their parameters.
+
+    Returns (base model on the meta device, stacked parameters, stacked buffers).
+    """
+    models = [make_model(generator) for _ in range(runs)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    return base, params, buffers
+
+
+def normal_init(base: nn.Module, runs: int, std: float, generator: torch.Generator, dtype=None, device=None):
+    """Stacked parameters with every entry drawn from N(0, std²) (the Hessian paper's θ₀)."""
+    out = {}
+    for name, p in base.named_parameters():
+        out[name] = std * torch.randn(runs, *p.shape, generator=generator, dtype=dtype or torch.float32,
+                                      device=device or generator.device)
+    return out
+
+
+@dataclass
+class EnsembleResult:
+    params: dict[str, torch.Tensor]  # final parameters, stacked [R, ...]
+    loss: torch.Tensor  # [steps, R] minibatch loss at θ_t (before the update)
+    grad_norm: torch.Tensor  # [steps, R] ‖g_t‖ of the stochastic gradient
+    cos_prev: torch.Tensor  # [steps, R] cos(g_t, g_{t−1}); NaN at t = 0
+    eval_steps: list[int]
+    full_loss: torch.Tensor  # [len(eval_steps), R] full training loss at θ_t
+
+    def quantiles(self, q: Sequence[float], which: str = "full_loss") -> torch.Tensor:
+        """Quantiles across runs of a tracked quantity, shape ``[len(q), T]``."""
+        values = getattr(self, which)
+        return torch.nanquantile(values.double(), torch.tensor(q, dtype=torch.float64, device=values.device), dim=1)
+
+
+def ensemble_sgd(
+    base: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    lr: float,
+    batch_size: int,
+    steps: int,
+    generator: torch.Generator,
+    buffers: dict[str, torch.Tensor] | None = None,
+    replacement: bool = True,
+    indices: torch.Tensor | None = None,
+    eval_every: int = 0,
+) -> EnsembleResult:
+    """Run plain SGD independently for every run in the stack ``params`` (``{name: [R, ...]}``).
+
+    ``base`` gives the architecture (any device; typically ``meta``). Minibatches are drawn per
+    run and step, with replacement (the Hessian paper's "random samples with replacement") or
+    without replacement within a minibatch; ``indices`` (``[steps, R, m]``) fixes them instead.
+    ``eval_every > 0`` records the full training loss of every run every that many steps (and
+    at the last step).
+    """
+    runs = next(iter(params.values())).shape[0]
+    n = x.shape[0]
+    device = x.device
+    buffers = buffers or {}
+    params = {k: v.detach().clone() for k, v in params.items()}
+
+    def loss_one(p, b, xb, yb):
+        return loss_fn(functional_call(base, (p, b), (xb,)), yb)
+
+    bdim = 0 if buffers else None
+    step_fn = vmap(grad_and_value(loss_one), in_dims=(0, bdim, 0, 0))
+    full_fn = vmap(loss_one, in_dims=(0, bdim, None, None))
+
+    dtype = next(iter(params.values())).dtype
+    loss = torch.empty(steps, runs, device=device, dtype=dtype)
+    gnorm = torch.empty_like(loss)
+    cos = torch.full_like(loss, float("nan"))
+    eval_steps = sorted({t for t in range(0, steps + 1, eval_every)} | {steps}) if eval_every > 0 else []
+    full = torch.empty(len(eval_steps), runs, device=device, dtype=dtype)
+    prev = prev_norm = None
+    e = 0
+    for t in range(steps + 1):
+        if e < len(eval_steps) and eval_steps[e] == t:
+            with torch.no_grad():
+                full[e] = full_fn(params, buffers, x, y)
+            e += 1
+        if t == steps:
+            break
+        if indices is not None:
+            idx = indices[t]
+        elif replacement:
+            idx = torch.randint(0, n, (runs, batch_size), generator=generator, device=generator.device).to(device)
+        else:
+            idx = torch.rand(runs, n, generator=generator, device=generator.device).argsort(dim=1)[:, :batch_size].to(device)
+        grads, value = step_fn(params, buffers, x[idx], y[idx])
+        flat = [g.reshape(runs, -1) for g in grads.values()]  # views, no copy
+        norm = torch.stack([torch.linalg.vecdot(g, g) for g in flat]).sum(0).sqrt()
+        loss[t], gnorm[t] = value.detach(), norm
+        if prev is not None:
+            cos[t] = torch.stack([torch.linalg.vecdot(g, h) for g, h in zip(flat, prev)]).sum(0) / (norm * prev_norm)
+        prev, prev_norm = flat, norm
+        params = {k: params[k] - lr * grads[k] for k in params}
+    bad = ~torch.isfinite(loss)
+    if bool(bad.any()):
+        t_bad, r_bad = (int(v) for v in bad.nonzero()[0])
+        raise EnsembleDivergenceError(
+            f"run {r_bad} of {runs}: non-finite minibatch loss at step {t_bad} (lr = {lr}, batch = {batch_size}); "
+            f"{int(bad.any(0).sum())} runs diverged in all"
+        )
+    return EnsembleResult(params, loss, gnorm, cos, eval_steps, full)

@@ -1,0 +1,83 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdbook import ensemble, models
+
+
+def _data(n=40, d=6, k=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % k
+    x = (2 * torch.randn(k, d, generator=g, dtype=dtype))[y] + torch.randn(n, d, generator=g, dtype=dtype)
+    return x, y
+
+
+def _make(g):
+    return models.mlp([6, 5, 4, 3], bias=True, generator=g, flatten=False).double()
+
+
+def test_run_matches_a_sequential_loop_given_init_and_indices():
+    x, y = _data()
+    runs, steps, m, lr = 4, 30, 5, 0.1
+    base, params, buffers = ensemble.stacked_init(_make, runs, torch.Generator().manual_seed(1))
+    idx = torch.randint(0, x.shape[0], (steps, runs, m), generator=torch.Generator().manual_seed(2))
+    res = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=lr, batch_size=m, steps=steps,
+                                generator=torch.Generator(), indices=idx, eval_every=10)
+    for r in (0, runs - 1):
+        model = _make(torch.Generator())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][r])
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        prev = None
+        for t in range(steps):
+            loss = nn.functional.cross_entropy(model(x[idx[t, r]]), y[idx[t, r]])
+            opt.zero_grad()
+            loss.backward()
+            g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+            torch.testing.assert_close(res.loss[t, r], loss.detach(), rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(res.grad_norm[t, r], g.norm(), rtol=1e-12, atol=1e-12)
+            if prev is not None:
+                torch.testing.assert_close(res.cos_prev[t, r], g @ prev / (g.norm() * prev.norm()), rtol=1e-10, atol=1e-12)
+            prev = g.clone()
+            opt.step()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(res.params[name][r], p.detach(), rtol=1e-12, atol=1e-12)
+        with torch.no_grad():
+            torch.testing.assert_close(res.full_loss[-1, r], nn.functional.cross_entropy(model(x), y), rtol=1e-12, atol=1e-12)
+    assert res.eval_steps == [0, 10, 20, 30]
+    assert math.isnan(res.cos_prev[0, 0])
+    q = res.quantiles([0.5, 0.9])
+    assert q.shape == (2, 4) and (q[1] >= q[0]).all()
+
+
+def test_sampling_is_seeded_and_without_replacement_option():
+    x, y = _data()
+    base, params, _ = ensemble.stacked_init(_make, 3, torch.Generator().manual_seed(1))
+    kw = dict(lr=0.05, batch_size=8, steps=5)
+    a = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, generator=torch.Generator().manual_seed(3), **kw)
+    b = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, generator=torch.Generator().manual_seed(3), **kw)
+    assert torch.equal(a.loss, b.loss)
+    c = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, generator=torch.Generator().manual_seed(3),
+                              replacement=False, **kw)
+    assert c.loss.shape == (5, 3) and torch.isfinite(c.loss).all()
+
+
+def test_normal_init_shapes_and_scale():
+    base = models.mlp([50, 10, 30, 10], bias=True, flatten=False).to("meta")
+    p = ensemble.normal_init(base, 200, 0.5, torch.Generator().manual_seed(0))
+    assert sum(v[0].numel() for v in p.values()) == 1150  # the Hessian paper's Gauss-10 count
+    allv = torch.cat([v.reshape(-1) for v in p.values()])
+    assert abs(allv.std().item() - 0.5) < 0.01
+
+
+def test_divergence_names_the_run_and_step():
+    x, y = _data()
+    base, params, _ = ensemble.stacked_init(_make, 3, torch.Generator().manual_seed(1))
+    params = {k: v.clone() for k, v in params.items()}
+    params["0.weight"][2] *= float("nan")
+    with pytest.raises(ensemble.EnsembleDivergenceError, match=r"run 2 of 3: non-finite minibatch loss at step 0"):
+        ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=0.1, batch_size=4, steps=3,
+                              generator=torch.Generator())
