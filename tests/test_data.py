@@ -108,3 +108,21 @@ def test_sklearn_sets():
     assert data.diabetes().x.shape == (442, 10)
     b = data.blobs(100, 10, 50, seed=0)
     assert b.x.shape == (100, 50) and b.y.max() == 9
+
+
+def test_cifar_shape_stand_in(tmp_path):
+    _fake_fashion(tmp_path / "fm")
+    ds = data.to_cifar_shape(data.fashion_mnist("train", root=tmp_path / "fm"))
+    assert ds.x.shape == (5, 3, 32, 32)
+    assert (ds.x[:, :, :2] == 0).all() and torch.equal(ds.x[:, 0], ds.x[:, 2])
+
+
+def test_paper_dataset_falls_back_with_a_note(tmp_path, monkeypatch):
+    _fake_fashion(tmp_path / "fashion-mnist")
+    monkeypatch.setenv("SGDBOOK_DATA", str(tmp_path))
+    ds, note = data.paper_dataset("mnist")
+    assert ds.x.shape[1:] == (1, 28, 28) and "Fashion-MNIST" in note
+    ds, note = data.paper_dataset("cifar10")
+    assert ds.x.shape[1:] == (3, 32, 32) and "CIFAR-10 is not available" in note
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.paper_dataset("imagenet")

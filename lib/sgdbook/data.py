@@ -244,3 +244,33 @@ def _parse_admission(text: str, source: str) -> Dataset:
     x = torch.tensor([[float(r[c]) for c in cols] for r in body], dtype=torch.float64)
     y = torch.tensor([float(r[tcol]) for r in body], dtype=torch.float64)
     return Dataset("admission", x, y, source)
+
+
+# ------------------------------------------------------------------ stand-ins, stated openly
+
+
+def to_cifar_shape(ds: Dataset) -> Dataset:
+    """28×28 grayscale images as 3×32×32 (zero-padded by 2 pixels, channel replicated), so that
+    a CIFAR-10 architecture keeps its exact parameter count on Fashion-MNIST."""
+    if tuple(ds.x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected [N, 1, 28, 28] images, got {tuple(ds.x.shape)}")
+    x = torch.nn.functional.pad(ds.x, (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
+    return Dataset(ds.name + "-3x32x32", x, ds.y, ds.source)
+
+
+def paper_dataset(name: str, split: str = "train") -> tuple[Dataset, str]:
+    """The paper's data set where it loads here, else the real-image stand-in, with a note.
+
+    ``"mnist"`` falls back to Fashion-MNIST (same shape); ``"cifar10"`` falls back to
+    Fashion-MNIST padded to 3×32×32. The note is empty when the paper's own data loaded.
+    """
+    loaders = {"mnist": mnist, "cifar10": cifar10}
+    if name not in loaders:
+        raise ValueError(f"unknown data set {name!r}: use 'mnist' or 'cifar10'")
+    try:
+        return loaders[name](split), ""
+    except DataError as err:
+        fm = fashion_mnist(split)
+        if name == "cifar10":
+            return to_cifar_shape(fm), f"CIFAR-10 is not available here ({err}); Fashion-MNIST padded to 3×32×32 stands in."
+        return fm, f"MNIST is not available here ({err}); Fashion-MNIST (same 28×28 shape) stands in."
