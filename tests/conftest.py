@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Tiny kernels dominate the tests: one thread is faster and stable on a shared 2-core machine
+# (OpenMP spinning made two threads 10–40× slower under load, see DESIGN.md).
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def gen():

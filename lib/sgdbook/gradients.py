@@ -1,0 +1,808 @@
+"""Per-example and minibatch gradients, and their moments.
+
+Conventions (notation of the vmf-directional paper, with gradients instead of negative gradients;
+every second moment below is invariant to the sign):
+
+- ``loss_fn(output, target)`` is the loss of a batch, e.g. ``torch.nn.functional.cross_entropy``
+  (a mean over the batch). The *per-example* loss ``f_i`` is ``loss_fn`` on a batch of one, so a
+  per-example gradient never carries the batch's ``1/N`` (BackPACK's per-example gradients do),
+  whichever reduction ``loss_fn`` uses.
+- A *minibatch gradient* ``ĝ = ∇ loss_fn(model(x[I]), y[I])`` for an index set ``I`` of size ``m``:
+  for a mean-reduced loss and a network without batch normalisation ``ĝ = (1/m) Σ_{i∈I} ∇f_i``.
+- Gradients are taken with respect to the parameters that require grad, in
+  ``model.named_parameters()`` order, flattened and concatenated into vectors of length ``d``
+  (:func:`flat_parameters` and :func:`unflatten` use the same layout).
+- Batch normalisation (``bn_mode``): ``"batch"`` normalises with the statistics of each minibatch
+  (the gradient SGD uses), on a copy of the model whose batch-norm modules keep no running
+  statistics (``torch.func.replace_all_batch_norm_modules_``), so the model's own running
+  statistics are never updated; ``"eval"`` uses the running statistics (read only). A
+  per-example gradient is defined only in ``"eval"`` mode for a network with batch norm.
+
+Every function is stateless: the model's parameters, buffers, ``.grad`` and ``training`` flags are
+left as they were; device and dtype come from the parameters; random draws use the explicit
+``torch.Generator``. Stochastic layers (dropout) must be in eval mode (``vmap`` refuses random
+operations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vjp, vmap
+
+from .directional import kappa_hat as _kappa_hat
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+BNMode = Literal["batch", "eval"]
+
+__all__ = [
+    "FinitePopulationMoments",
+    "MinibatchMoments",
+    "SecondMomentOperator",
+    "all_minibatches",
+    "finite_population_moments",
+    "flat_parameters",
+    "full_gradient",
+    "linear_fast_path_applies",
+    "minibatch_moments",
+    "per_example_grads",
+    "sample_minibatches",
+    "second_moment_matrix",
+    "second_moment_operator",
+    "unflatten",
+]
+
+
+# ------------------------------------------------------------------------------ set-up
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A functional view of the model: the module to call, the parameters, their flat layout."""
+
+    module: nn.Module
+    params: dict[str, torch.Tensor]
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+    d: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def flatten(self, tensors: dict[str, torch.Tensor], batch: int | None = None) -> torch.Tensor:
+        """Concatenate ``{name: [batch?, *shape]}`` into ``[batch?, d]``."""
+        if batch is None:
+            return torch.cat([tensors[k].reshape(-1) for k in self.names])
+        return torch.cat([tensors[k].reshape(batch, -1) for k in self.names], dim=1)
+
+    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of ``vec`` (``[d]``) shaped like the parameters."""
+        return {
+            k: vec[o : o + s.numel()].view(s)
+            for k, s, o in zip(self.names, self.shapes, self.offsets)
+        }
+
+
+def _has_bn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
+    if bn_mode not in ("batch", "eval"):
+        raise ValueError(f"bn_mode must be 'batch' or 'eval', got {bn_mode!r}")
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no parameter that requires grad")
+    module = model
+    if _has_bn(model):
+        if per_example and bn_mode == "batch":
+            raise ValueError(
+                "per-example gradients of a network with batch normalisation are not defined "
+                "with per-batch statistics (each example's loss depends on the others): pass "
+                "bn_mode='eval' to use the running statistics"
+            )
+        # a copy that shares every parameter and buffer tensor (nothing is duplicated); only the
+        # copy's modules are changed, so the caller's model keeps its modes and running statistics
+        memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
+        module = copy.deepcopy(model, memo)
+        if bn_mode == "batch":
+            replace_all_batch_norm_modules_(module)
+        else:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    if m.running_mean is None:
+                        raise ValueError(
+                            "bn_mode='eval' needs batch-norm running statistics; "
+                            "this model keeps none"
+                        )
+                    m.eval()
+    names = tuple(k for k, _ in named)
+    shapes = tuple(p.shape for _, p in named)
+    offsets, o = [], 0
+    for s in shapes:
+        offsets.append(o)
+        o += s.numel()
+    p0 = named[0][1]
+    return _Setup(
+        module=module,
+        params={k: p.detach() for k, p in named},
+        names=names,
+        shapes=shapes,
+        offsets=tuple(offsets),
+        d=o,
+        dtype=p0.dtype,
+        device=p0.device,
+    )
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """The parameters that require grad as one detached vector ``[d]`` (the gradients' layout)."""
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+
+def unflatten(model: nn.Module, vec: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a ``[d]`` vector into views ``{name: tensor}`` shaped like the model's parameters."""
+    s = _setup(model, "eval" if _has_bn(model) else "batch")
+    if vec.shape != (s.d,):
+        raise ValueError(f"expected a vector of length {s.d}, got shape {tuple(vec.shape)}")
+    return s.unflatten(vec)
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> int:
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
+    return x.shape[0]
+
+
+def _one(t: torch.Tensor) -> torch.Tensor:
+    return t.unsqueeze(0)
+
+
+def _per_example_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[loss_fn(out[i:i+1], y[i:i+1]) for i]`` as one batched call: the per-example losses."""
+    return vmap(lambda o, t: loss_fn(_one(o), _one(t)))(out, y)
+
+
+# ------------------------------------------------------------------ per-example gradients
+
+_ELEMENTWISE = (
+    nn.Identity,
+    nn.Flatten,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Hardtanh,
+    nn.Hardsigmoid,
+    nn.Hardswish,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
+)  # nn.Flatten reshapes each example on its own; PReLU's weight is excluded below
+
+
+def _linear_leaves(model: nn.Module) -> list[nn.Module] | None:
+    """The leaves of a (nested) ``nn.Sequential`` of Linear and elementwise layers, or None."""
+    leaves: list[nn.Module] = []
+
+    def walk(mod: nn.Module) -> bool:
+        if mod._forward_hooks or mod._forward_pre_hooks:
+            return False
+        if type(mod) is nn.Sequential:
+            return all(walk(c) for c in mod)
+        if type(mod) is nn.Linear or (type(mod) in _ELEMENTWISE and type(mod) is not nn.PReLU):
+            leaves.append(mod)
+            return True
+        return False
+
+    if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
+        return None
+    return leaves
+
+
+def linear_fast_path_applies(model: nn.Module) -> bool:
+    """Whether :func:`per_example_grads` can use the per-layer outer-product path for ``model``."""
+    return _linear_leaves(model) is not None
+
+
+def _linear_per_example(leaves, s: _Setup, loss_fn, x, y, out: torch.Tensor) -> None:
+    """Per-example gradients of a Linear/elementwise network written into ``out`` (``[n, d]``).
+
+    One forward pass keeps each Linear layer's input ``a_l``; one reverse pass gives the
+    per-example back-propagated signals ``δ_l = ∂f_i/∂s_l`` (``s_l`` the layer's output); the
+    per-example weight gradient is the outer product ``δ_l a_lᵀ``, the bias gradient ``δ_l``.
+    """
+    named = dict(s.module.named_parameters())
+    where = {id(named[k]): (o, shape) for k, o, shape in zip(s.names, s.offsets, s.shapes)}
+    n = x.shape[0]
+    with torch.enable_grad():
+        h = x.detach()
+        inputs, outputs, layers = [], [], []
+        for mod in leaves:
+            if type(mod) is nn.Linear:
+                inputs.append(h.detach())
+                z = F.linear(
+                    h, mod.weight.detach(), None if mod.bias is None else mod.bias.detach()
+                )
+                if not z.requires_grad:
+                    z.requires_grad_()
+                outputs.append(z)
+                layers.append(mod)
+                h = z
+            else:
+                h = mod(h)
+        total = _per_example_losses(loss_fn, h, y).sum()
+        signals = torch.autograd.grad(total, outputs)
+    for mod, a, delta in zip(layers, inputs, signals):
+        if a.ndim > 2:  # a Linear along trailing positions: outer products summed over them
+            a = a.reshape(n, -1, a.shape[-1])
+            delta = delta.reshape(n, -1, delta.shape[-1])
+        if id(mod.weight) in where:
+            o, shape = where[id(mod.weight)]
+            view = out[:, o : o + shape.numel()].view(n, *shape)
+            if a.ndim == 2:
+                torch.mul(delta[:, :, None], a[:, None, :], out=view)
+            else:
+                torch.bmm(delta.transpose(1, 2), a, out=view)
+        if mod.bias is not None and id(mod.bias) in where:
+            o, shape = where[id(mod.bias)]
+            out[:, o : o + shape.numel()] = delta if delta.ndim == 2 else delta.sum(1)
+
+
+def per_example_grads(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: Literal["auto", "vmap", "linear"] = "auto",
+    chunk: int | None = None,
+    bn_mode: BNMode = "batch",
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The gradients ``∇f_i`` of every example's own loss, as rows of an ``[n, d]`` tensor.
+
+    ``method="vmap"``: ``vmap`` over examples of ``grad`` of the functional model on a batch of one.
+    ``method="linear"``: for networks made only of ``nn.Linear`` and elementwise layers (nested
+    ``nn.Sequential``), one batched forward and backward pass and per-layer outer products,
+    written straight into the output. ``"auto"`` takes the linear path where it applies
+    (:func:`linear_fast_path_applies`). ``chunk`` bounds the examples processed at once (default:
+    all for the linear path; for the vmap path as many as keep each chunk's gradients near
+    2²³ numbers, which lets the allocator reuse the temporaries).
+    A network with batch normalisation needs ``bn_mode="eval"`` (running statistics).
+    ``out`` (``[n, d]``, the parameters' dtype and device) is filled and returned instead of a
+    fresh tensor: on CPU, first-touch page faults of a fresh ``n × d`` buffer can cost more than
+    the gradients themselves, so reuse one buffer across repeated calls.
+    """
+    n = _check_data(x, y)
+    s = _setup(model, bn_mode, per_example=True)
+    leaves = _linear_leaves(model) if method in ("auto", "linear") else None
+    if method == "linear" and leaves is None:
+        raise ValueError(
+            "method='linear' needs an nn.Sequential of nn.Linear and elementwise layers only"
+        )
+    if method not in ("auto", "vmap", "linear"):
+        raise ValueError(f"unknown method {method!r}: use 'auto', 'vmap' or 'linear'")
+    if out is None:
+        out = torch.empty(n, s.d, dtype=s.dtype, device=s.device)
+    elif out.shape != (n, s.d) or out.dtype != s.dtype or out.device != s.device:
+        raise ValueError(f"out must be a {s.dtype} tensor of shape [{n}, {s.d}] on {s.device}")
+    if chunk is not None:
+        step = max(1, int(chunk))
+    else:
+        step = n if leaves is not None else max(1, (1 << 23) // s.d)
+    if leaves is not None:
+        for a in range(0, n, step):
+            _linear_per_example(
+                leaves, s, loss_fn, x[a : a + step], y[a : a + step], out[a : a + step]
+            )
+        return out
+
+    def loss_one(p, xi, yi):
+        return loss_fn(functional_call(s.module, p, (_one(xi),)), _one(yi))
+
+    g_fn = vmap(grad(loss_one), in_dims=(None, 0, 0))
+    for a in range(0, n, step):
+        g = g_fn(s.params, x[a : a + step], y[a : a + step])
+        k = min(step, n - a)
+        for name, o, shape in zip(s.names, s.offsets, s.shapes):
+            out[a : a + k, o : o + shape.numel()] = g[name].reshape(k, -1)
+        del g
+    return out
+
+
+def full_gradient(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    chunk: int | None = None,
+    bn_mode: BNMode = "batch",
+) -> torch.Tensor:
+    """The full-batch gradient ``g`` as a ``[d]`` vector.
+
+    Without batch normalisation (or with ``bn_mode="eval"``) this is the mean of the per-example
+    gradients, ``(1/n) Σ ∇f_i``, summed over chunks of ``chunk`` examples. With per-batch
+    statistics (``bn_mode="batch"`` on a batch-normalised network) it is the gradient of
+    ``loss_fn`` on the whole of ``x`` in one pass (no chunking).
+    """
+    n = _check_data(x, y)
+    s = _setup(model, bn_mode)
+    if _has_bn(model) and bn_mode == "batch":
+        if chunk is not None and chunk < n:
+            raise ValueError(
+                "with bn_mode='batch' the full-batch statistics need one pass: chunk must be None"
+            )
+        g = grad(lambda p: loss_fn(functional_call(s.module, p, (x,)), y))(s.params)
+        return s.flatten(g)
+
+    def total(p, xb, yb):
+        return _per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb).sum()
+
+    step = n if chunk is None else max(1, int(chunk))
+    acc = torch.zeros(s.d, dtype=s.dtype, device=s.device)
+    for a in range(0, n, step):
+        acc += s.flatten(grad(total)(s.params, x[a : a + step], y[a : a + step]))
+    return acc / n
+
+
+# ----------------------------------------------------------------------------- minibatches
+
+
+def sample_minibatches(
+    n: int,
+    m: int,
+    n_s: int,
+    generator: torch.Generator,
+    *,
+    device: torch.device | str | None = None,
+    max_elements: int = 1 << 20,
+) -> torch.Tensor:
+    """``n_s`` independent uniform random minibatches of size ``m`` from ``range(n)``: ``[n_s, m]``.
+
+    Each row is drawn without replacement (the ``m`` largest of ``n`` i.i.d. uniform keys, in
+    float64), rows independently. The keys are drawn for blocks of rows of at most
+    ``max_elements`` keys, so memory stays bounded for large ``n``. The draw happens on the
+    generator's device; the result is moved to ``device`` (default: the generator's).
+    """
+    if not 1 <= m <= n:
+        raise ValueError(f"minibatch size m = {m} must be in [1, n = {n}]")
+    if n_s < 1:
+        raise ValueError(f"n_s = {n_s} must be >= 1")
+    rows = max(1, max_elements // n)
+    parts = []
+    for a in range(0, n_s, rows):
+        k = min(rows, n_s - a)
+        keys = torch.rand(k, n, generator=generator, device=generator.device, dtype=torch.float64)
+        parts.append(keys.topk(m, dim=1, sorted=False).indices)
+    idx = torch.cat(parts) if len(parts) > 1 else parts[0]
+    return idx if device is None else idx.to(device)
+
+
+def all_minibatches(n: int, m: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Every ``m``-subset of ``range(n)`` as a ``[C(n, m), m]`` index tensor (exact enumeration).
+
+    Lexicographic order, grown one position at a time (``m`` batched steps), so memory is
+    ``C(n, m) · m`` integers (``torch.combinations`` forms an ``n^m`` grid first).
+    """
+    if not 1 <= m <= n:
+        raise ValueError(f"minibatch size m = {m} must be in [1, n = {n}]")
+    rows = torch.arange(n - m + 1, device=device)[:, None]
+    for k in range(1, m):
+        last = rows[:, -1]
+        counts = n - m + k - last  # the next entry runs over last + 1 … n − m + k
+        offsets = torch.arange(int(counts.sum()), device=device)
+        offsets -= torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+        nxt = torch.repeat_interleave(last + 1, counts) + offsets
+        rows = torch.cat([torch.repeat_interleave(rows, counts, dim=0), nxt[:, None]], dim=1)
+    return rows
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields: compare fields, not objects
+class MinibatchMoments:
+    """Moments of ``n_s`` minibatch gradients ``ĝ_1 … ĝ_{n_s}`` (each a ``[d]`` vector).
+
+    Normalisation: means over minibatches divide by ``n_s``; the two variances (``trace_cov``,
+    ``norm_var``) divide by ``n_s − ddof`` (``ddof = 1``, the unbiased estimates, by default;
+    ``ddof = 0`` gives the plug-in values, for which ``trace_cov = mean_sq_norm − ‖mean‖²`` holds
+    exactly: use it with :func:`all_minibatches` to get exact population values). ``snr`` and
+    ``norm_stochasticity`` are built from these two variances. Standard errors (``*_se``) are
+    ``sd/√n_s`` of the per-minibatch terms, through the delta method for the ratios; that of
+    ``trace_cov`` uses ``‖ĝ_i − c‖²`` with ``c`` the first chunk's mean in place of the unknown
+    ``E ĝ`` (slightly conservative when the first chunk is small). ``rbar`` and ``kappa_hat``
+    are the plug-in values over the ``n_s`` directions, with no standard error: compare
+    ``kappa_hat`` with its κ = 0 baseline for ``n_s`` draws
+    (:func:`sgdbook.directional.uniform_baseline`, about ``d/√n_s``).
+    """
+
+    mean: torch.Tensor  # [d] (1/n_s) Σ ĝ_i, estimates E ĝ = g
+    mean_norm: float  # E‖ĝ‖
+    mean_norm_se: float
+    mean_sq_norm: float  # E‖ĝ‖²
+    mean_sq_norm_se: float
+    trace_cov: float  # tr Cov(ĝ) = E‖ĝ‖² − ‖E ĝ‖² (with the ddof correction)
+    trace_cov_se: float
+    snr: float  # E‖ĝ‖ / √tr Cov(ĝ) (the paper's inverse gradient stochasticity)
+    snr_se: float
+    norm_var: float  # Var‖ĝ‖ (divides by n_s − ddof)
+    norm_stochasticity: float  # √Var‖ĝ‖ / E‖ĝ‖ (GNS, Sec. 3.1)
+    norm_stochasticity_se: float
+    resultant: torch.Tensor  # [d] Σ ĝ_i/‖ĝ_i‖
+    resultant_length: float  # ‖Σ ĝ_i/‖ĝ_i‖‖
+    norms: torch.Tensor  # [n_s] ‖ĝ_i‖ (float64)
+    cosines: torch.Tensor | None  # [n_s] cos(u, ĝ_i) when a vector u was given (float64)
+    n_s: int
+    m: int
+    d: int
+    ddof: int
+
+    @property
+    def norm_snr(self) -> float:
+        """``E‖ĝ‖ / √Var‖ĝ‖``, the inverse of the norm stochasticity (the paper's normSNR)."""
+        return 1.0 / self.norm_stochasticity
+
+    @property
+    def rbar(self) -> float:
+        """Mean resultant length ``‖Σ ĝ_i/‖ĝ_i‖‖ / n_s``."""
+        return self.resultant_length / self.n_s
+
+    @property
+    def kappa_hat(self) -> float:
+        """Banerjee et al.'s ``κ̂ = r̄ (d − r̄²) / (1 − r̄²)`` of the normalised minibatch gradients."""
+        return float(_kappa_hat(self.rbar, self.d))
+
+
+def _se(values: torch.Tensor) -> float:
+    k = values.numel()
+    return float(values.std() / math.sqrt(k)) if k > 1 else float("nan")
+
+
+def minibatch_moments(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    m: int | None = None,
+    n_s: int | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    chunk: int | None = None,
+    u: torch.Tensor | None = None,
+    bn_mode: BNMode = "batch",
+    indices: torch.Tensor | None = None,
+    ddof: int = 1,
+) -> MinibatchMoments:
+    """Moments of the gradients of ``n_s`` random minibatches of size ``m`` at the parameters.
+
+    The minibatches are one ``[n_s, m]`` index tensor from :func:`sample_minibatches` (without
+    replacement within a minibatch, independent across minibatches), or the given ``indices``
+    (e.g. :func:`all_minibatches` for an exact enumeration). Their mean-loss gradients are computed
+    ``chunk`` minibatches at a time by ``vmap`` over minibatches of ``grad``, and reduced at once
+    into running sums: peak extra memory is about ``chunk · d`` numbers (the chunk's gradients,
+    reduced in place) plus the activations of ``chunk · m`` examples and three float64
+    ``d``-vectors (measured on the 784-800-10 net, ``d`` = 635,200: 40 MB + 2.7 MB per
+    minibatch of the chunk), never ``n_s · d``. The default ``chunk`` keeps ``chunk · d`` near 2²² numbers
+    on CPU (small chunks let the allocator reuse memory instead of faulting in fresh pages) and
+    2²⁶ on a GPU. With batch normalisation and ``bn_mode="batch"``
+    every minibatch uses its own batch statistics.
+
+    Numerics: sums are accumulated in float64; ``tr Cov`` is computed from the shifted sums
+    ``Σ ‖ĝ_i − c‖²`` and ``Σ (ĝ_i − c)`` with ``c`` the first chunk's mean, which avoids the
+    cancellation in ``E‖ĝ‖² − ‖E ĝ‖²`` when the SNR is large. A minibatch gradient of norm zero
+    has no direction: the resultant and cosines are then NaN.
+    """
+    n = _check_data(x, y)
+    if indices is None:
+        if m is None or n_s is None or generator is None:
+            raise ValueError("give m, n_s and generator, or an index tensor `indices`")
+        indices = sample_minibatches(n, m, n_s, generator, device=x.device)
+    else:
+        if indices.ndim != 2:
+            raise ValueError(f"indices must have shape [n_s, m], got {tuple(indices.shape)}")
+        indices = indices.to(x.device)
+    n_s, m = indices.shape
+    if not 0 <= ddof < n_s:
+        raise ValueError(f"ddof = {ddof} must be in [0, n_s = {n_s})")
+    s = _setup(model, bn_mode)
+    if u is not None:
+        if u.shape != (s.d,):
+            raise ValueError(f"u must be a vector of length d = {s.d}, got shape {tuple(u.shape)}")
+        u = u.to(dtype=s.dtype, device=s.device)
+        u_parts = [u[o : o + sh.numel()] for o, sh in zip(s.offsets, s.shapes)]
+        u_norm = torch.linalg.vector_norm(u).double()
+
+    def batch_loss(p, xb, yb):
+        return loss_fn(functional_call(s.module, p, (xb,)), yb)
+
+    g_fn = vmap(grad(batch_loss), in_dims=(None, 0, 0))
+    acc = torch.float64
+    norms = torch.empty(n_s, dtype=acc, device=s.device)
+    shifted = torch.empty(n_s, dtype=acc, device=s.device)  # ‖ĝ_i − c‖²
+    cos = torch.empty(n_s, dtype=acc, device=s.device) if u is not None else None
+    sum_shift = torch.zeros(s.d, dtype=acc, device=s.device)  # Σ (ĝ_i − c)
+    resultant = torch.zeros(s.d, dtype=acc, device=s.device)
+    centre: list[torch.Tensor] | None = None
+    if chunk is None:
+        budget = 1 << 22 if s.device.type == "cpu" else 1 << 26
+        step = max(1, min(n_s, budget // s.d))
+    else:
+        step = max(1, int(chunk))
+    for a in range(0, n_s, step):
+        idx = indices[a : a + step]
+        k = idx.shape[0]
+        g = g_fn(s.params, x[idx], y[idx])
+        flat = [g[name].reshape(k, -1) for name in s.names]  # views of buffers we own
+        del g
+        if centre is None:
+            centre = [f.mean(0) for f in flat]
+            centre64 = [c.double() for c in centre]
+        # every pass below reads the chunk once and allocates nothing of its size: norms by
+        # reductions, the shift in place, the two column sums as one [2, k] @ [k, ·] product
+        nrm = (
+            torch.stack([torch.linalg.vector_norm(f, dim=1) for f in flat], 1).double().norm(dim=1)
+        )
+        inv = nrm.reciprocal()
+        weights = torch.stack([inv, torch.ones_like(inv)]).to(s.dtype)
+        inv_sum = inv.sum()
+        q = torch.zeros(k, dtype=acc, device=s.device)
+        dot = torch.zeros(k, dtype=acc, device=s.device) if u is not None else None
+        for j, (f, c, c64, o) in enumerate(zip(flat, centre, centre64, s.offsets)):
+            if dot is not None:
+                dot += (f @ u_parts[j]).double()
+            f = f.sub_(c)  # now ĝ_i − c
+            q += torch.linalg.vector_norm(f, dim=1).double() ** 2
+            sums = (weights @ f).double()  # Σ (ĝ_i − c)/‖ĝ_i‖ and Σ (ĝ_i − c)
+            resultant[o : o + f.shape[1]] += sums[0] + inv_sum * c64
+            sum_shift[o : o + f.shape[1]] += sums[1]
+        norms[a : a + k] = nrm
+        shifted[a : a + k] = q
+        if cos is not None:
+            cos[a : a + k] = dot / (nrm * u_norm)
+        del flat
+
+    c_flat = torch.cat([c.reshape(-1) for c in centre]).double()
+    delta = sum_shift / n_s
+    mean = c_flat + delta
+    scale = n_s / (n_s - ddof)
+    q_mean = shifted.mean()
+    trace_cov = (q_mean - delta.dot(delta)) * scale
+    A = norms.mean()
+    sq_norms = norms**2
+    V = norms.var(correction=ddof)
+    # influence functions (delta method) of the ratios, from the stored per-minibatch scalars
+    B0 = trace_cov / scale
+    if_snr = (norms - A) / B0.sqrt() - A * (shifted - q_mean) / (2 * B0**1.5)
+    V0 = V * (n_s - ddof) / n_s
+    if_gns = ((norms - A) ** 2 - V0) / (2 * V0.sqrt() * A) - V0.sqrt() * (norms - A) / A**2
+    return MinibatchMoments(
+        mean=mean.to(s.dtype),
+        mean_norm=float(A),
+        mean_norm_se=_se(norms),
+        mean_sq_norm=float(sq_norms.mean()),
+        mean_sq_norm_se=_se(sq_norms),
+        trace_cov=float(trace_cov),
+        trace_cov_se=_se(shifted) * scale,
+        snr=float(A / trace_cov.sqrt()),
+        snr_se=_se(if_snr),
+        norm_var=float(V),
+        norm_stochasticity=float(V.sqrt() / A),
+        norm_stochasticity_se=_se(if_gns),
+        resultant=resultant.to(s.dtype),
+        resultant_length=float(torch.linalg.vector_norm(resultant)),
+        norms=norms,
+        cosines=cos,
+        n_s=n_s,
+        m=m,
+        d=s.d,
+        ddof=ddof,
+    )
+
+
+# ------------------------------------------------------------ finite-population formulas
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields: compare fields, not objects
+class FinitePopulationMoments:
+    """Exact moments of ``ĝ = (1/m) Σ_{i∈I} g_i``, ``I`` a uniform ``m``-subset of ``range(n)``."""
+
+    mean: torch.Tensor  # [d] g = (1/n) Σ g_i = E ĝ
+    mean_sq_norm: float  # E‖ĝ‖² = ‖g‖² + trace_cov
+    trace_cov: float  # tr Cov(ĝ) = factor · (1/n) Σ ‖g_i − g‖²
+    factor: float  # (n − m) / (m (n − 1))
+    gamma: float  # max_{i,j} |⟨g_i, g_j⟩| = max_i ‖g_i‖²
+    lemma_a1_bound: float  # the paper's 2 (n − m) γ / (m (n − 1)) ≥ E‖ĝ‖² − ‖g‖²
+    cov: torch.Tensor | None  # [d, d] Cov(ĝ) when asked for
+    n: int
+    m: int
+
+
+def finite_population_moments(
+    G: torch.Tensor, m: int, *, matrix: bool = False
+) -> FinitePopulationMoments:
+    """Exact mean, ``E‖ĝ‖²`` and covariance of a minibatch mean drawn without replacement.
+
+    ``G`` holds the per-example gradients ``g_i`` as rows (``[n, d]``, e.g. from
+    :func:`per_example_grads`). With ``Σ_pop = (1/n) Σ (g_i − g)(g_i − g)ᵀ``:
+    ``Cov(ĝ) = (n − m)/(m (n − 1)) · Σ_pop`` and ``E‖ĝ‖² = ‖g‖² + tr Cov(ĝ)`` (the exact form of
+    the vmf paper's Lemma A.1, whose bound ``lemma_a1_bound`` is loose by at least 2×).
+    ``matrix=True`` also returns the ``[d, d]`` covariance.
+    """
+    if G.ndim != 2:
+        raise ValueError(f"G must have shape [n, d], got {tuple(G.shape)}")
+    n = G.shape[0]
+    if n < 2 or not 1 <= m <= n:
+        raise ValueError(f"need n >= 2 and 1 <= m <= n, got n = {n}, m = {m}")
+    factor = (n - m) / (m * (n - 1))
+    g = G.mean(0)
+    centred = G - g
+    pop_trace = float(torch.linalg.vecdot(centred, centred).mean())
+    gamma = float(torch.linalg.vecdot(G, G).max())
+    return FinitePopulationMoments(
+        mean=g,
+        mean_sq_norm=float(g.dot(g)) + factor * pop_trace,
+        trace_cov=factor * pop_trace,
+        factor=factor,
+        gamma=gamma,
+        lemma_a1_bound=2 * factor * gamma,
+        cov=(centred.T @ centred) * (factor / n) if matrix else None,
+        n=n,
+        m=m,
+    )
+
+
+# ----------------------------------------------------------------- second-moment matrix
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields: compare fields, not objects
+class SecondMomentOperator:
+    """``M = (1/n) Σ ∇f_i ∇f_iᵀ`` (or, ``centered``, ``M − g gᵀ``) as a matrix-free operator.
+
+    ``op @ v`` for ``v`` of shape ``[d]`` or ``[d, k]`` (columns batched with ``vmap``); each
+    product costs one forward-mode pass (``J v``, the ``n`` directional derivatives of the
+    per-example losses) and one reverse pass (``Jᵀ (J v) / n``), per chunk of examples.
+    """
+
+    d: int
+    n: int
+    centered: bool
+    dtype: torch.dtype
+    device: torch.device
+    mean: torch.Tensor = field(repr=False)  # [d] the mean gradient g
+    _matvec: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.d, self.d)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        if v.shape != (self.d,):
+            raise ValueError(f"expected a vector of length {self.d}, got shape {tuple(v.shape)}")
+        return self._matvec(v)
+
+    def __matmul__(self, v: torch.Tensor) -> torch.Tensor:
+        if v.ndim == 1:
+            return self.matvec(v)
+        if v.ndim == 2 and v.shape[0] == self.d:
+            return vmap(self._matvec, in_dims=1, out_dims=1)(v)
+        raise ValueError(f"expected shape [{self.d}] or [{self.d}, k], got {tuple(v.shape)}")
+
+
+def _load_jvp_decompositions() -> None:
+    """Import torch's forward-mode decompositions once, hiding the ``torch.jit.script``
+    deprecation warning that torch itself raises while loading them (on the first ``jvp``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        with contextlib.suppress(ImportError):  # private module; jvp loads it itself if needed
+            import torch._decomp.decompositions_for_jvp  # noqa: F401
+
+
+def _swap(f, xb, yb, p):
+    return f(p, xb, yb)
+
+
+def second_moment_operator(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    centered: bool = False,
+    chunk: int | None = None,
+    bn_mode: BNMode = "batch",
+) -> SecondMomentOperator:
+    """The second-moment matrix of the per-example gradients as an operator, without storing them.
+
+    ``M v = (1/n) Jᵀ (J v)`` with ``J`` the ``[n, d]`` Jacobian of the per-example losses:
+    ``J v`` by ``torch.func.jvp``, then one ``vjp``. With ``chunk=None`` the reverse graph of
+    the whole batch is built once and reused by every product (fastest; memory of one
+    forward pass over ``x``); with a ``chunk`` the examples are processed in chunks and each
+    product re-runs the forward passes. ``centered=True`` gives the covariance
+    ``M − g gᵀ`` (population normalisation ``1/n``). Batch-normalised networks need
+    ``bn_mode="eval"`` (per-example losses).
+    """
+    n = _check_data(x, y)
+    s = _setup(model, bn_mode, per_example=True)
+    _load_jvp_decompositions()
+
+    def losses(p, xb, yb):
+        return _per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb)
+
+    step = n if chunk is None else max(1, int(chunk))
+    blocks = [(x[a : a + step], y[a : a + step]) for a in range(0, n, step)]
+    cached = None
+    if len(blocks) == 1:
+        _, vjp_fn = vjp(lambda p: losses(p, x, y), s.params)
+        cached = vjp_fn
+
+    def raw(v: torch.Tensor) -> torch.Tensor:
+        tangent = s.unflatten(v)
+        out = None
+        for xb, yb in blocks:
+            f = functools.partial(_swap, losses, xb, yb)
+            _, jv = jvp(f, (s.params,), (tangent,))
+            back = cached if cached is not None else vjp(f, s.params)[1]
+            part = s.flatten(back(jv / n)[0])
+            out = part if out is None else out + part
+        return out
+
+    if cached is not None:
+        g = s.flatten(cached(torch.full((n,), 1.0 / n, dtype=s.dtype, device=s.device))[0])
+    else:
+        g = full_gradient(model, loss_fn, x, y, chunk=chunk, bn_mode=bn_mode)
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        out = raw(v)
+        return out - g * g.dot(v) if centered else out
+
+    return SecondMomentOperator(
+        d=s.d, n=n, centered=centered, dtype=s.dtype, device=s.device, mean=g, _matvec=matvec
+    )
+
+
+def second_moment_matrix(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    centered: bool = False,
+    chunk: int | None = None,
+    bn_mode: BNMode = "batch",
+) -> torch.Tensor:
+    """The dense ``[d, d]`` matrix ``(1/n) Σ ∇f_i ∇f_iᵀ`` (``centered``: − ``g gᵀ``), small nets.
+
+    Accumulated as ``Gᵀ G`` over chunks of per-example gradients (``[chunk, d]`` at a time).
+    """
+    n = _check_data(x, y)
+    step = n if chunk is None else max(1, int(chunk))
+    M = None
+    total = None
+    for a in range(0, n, step):
+        G = per_example_grads(model, loss_fn, x[a : a + step], y[a : a + step], bn_mode=bn_mode)
+        M = G.T @ G if M is None else M.addmm_(G.T, G)
+        total = G.sum(0) if total is None else total + G.sum(0)
+    M /= n
+    if centered:
+        g = total / n
+        M -= torch.outer(g, g)
+    return M
