@@ -470,7 +470,7 @@ def test_bad_arguments(gen):
     with pytest.raises(ValueError, match="u must be"):
         gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 4, gen, u=torch.ones(3, dtype=DT))
     with pytest.raises(ValueError, match="bn_mode"):
-        gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 4, gen, bn_mode="train")
+        gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 4, gen, bn_mode="running")
     with pytest.raises(ValueError, match="inputs but"):
         gr.per_example_grads(model, F.cross_entropy, x, y[:3])
     with pytest.raises(ValueError, match="n >= 2"):

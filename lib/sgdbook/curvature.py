@@ -133,13 +133,16 @@ def flat_loss(
     is deterministic) except for batch-norm layers, which follow ``bn_mode``:
 
     - ``"eval"``: normalise with the running statistics;
-    - ``"train"``: normalise with the statistics of the batch ``x`` (the training loss), without
+    - ``"train"`` (or ``"batch"``, as in :mod:`sgdbook.gradients`): normalise with the statistics
+      of the batch ``x`` (the training loss), without
       updating any running statistic (``torch.func.replace_all_batch_norm_modules_`` on the copy).
 
     A model with batch norm needs ``bn_mode`` stated; without batch norm it is ignored.
     """
+    if bn_mode == "batch":  # the name sgdbook.gradients uses for the same mode
+        bn_mode = "train"
     if bn_mode not in (None, "eval", "train"):
-        raise ValueError(f"bn_mode must be 'eval' or 'train', got {bn_mode!r}")
+        raise ValueError(f"bn_mode must be 'eval' or 'train' (alias 'batch'), got {bn_mode!r}")
     has_bn = _has_batch_norm(model)
     if has_bn and bn_mode is None:
         raise ValueError("the model has batch norm: say bn_mode='eval' or bn_mode='train'")
@@ -771,3 +774,26 @@ def principal_angles(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     cos = torch.linalg.svdvals(m).clamp(-1, 1)  # descending → ascending angles
     sin = torch.linalg.svdvals(qb - qa @ m).flip(0).clamp(-1, 1)  # ascending
     return torch.where(cos**2 >= 0.5, torch.arcsin(sin), torch.arccos(cos))
+
+
+class ResidualOperator:
+    """``H_p v = M v − H v``: the part of the Hessian that the second moment ``M`` of the
+    per-example gradients does not explain (the Hessian paper's Proposition 1, ``H = M − H_p``;
+    for cross-entropy ``H_p = (1/n) Σ ∇²p_i / p_i`` with ``p_i`` the probability of the label).
+
+    ``hvp`` is an :class:`HVP` (or anything with ``__call__``), ``second_moment`` a
+    :class:`sgdbook.gradients.SecondMomentOperator` (or anything with ``@``) at the same point.
+    """
+
+    def __init__(self, hvp, second_moment) -> None:
+        self.hvp = hvp
+        self.second_moment = second_moment
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.second_moment @ v - self.hvp(v)
+
+    def batch(self, V: torch.Tensor) -> torch.Tensor:
+        """Rows of ``V`` (``[b, p]``) mapped to rows of ``H_p V``."""
+        MV = (self.second_moment @ V.T).T
+        HV = self.hvp.batch(V) if hasattr(self.hvp, "batch") else torch.stack([self.hvp(v) for v in V])
+        return MV - HV

@@ -98,8 +98,10 @@ def _has_bn(model: nn.Module) -> bool:
 
 
 def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
+    if bn_mode == "train":  # the name sgdbook.curvature uses for the same mode
+        bn_mode = "batch"
     if bn_mode not in ("batch", "eval"):
-        raise ValueError(f"bn_mode must be 'batch' or 'eval', got {bn_mode!r}")
+        raise ValueError(f"bn_mode must be 'batch' (alias 'train') or 'eval', got {bn_mode!r}")
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no parameter that requires grad")
