@@ -101,3 +101,27 @@ def test_model_data_mismatch_is_a_clear_error():
     cnn = models.vmf_model("CNN")
     with pytest.raises(ValueError, match="3 input channels"):
         training.check_model_data(cnn, torch.rand(4, 1, 28, 28))
+
+
+def test_gd_is_one_full_batch_step_per_epoch_and_adam_runs():
+    x, y = _blobs()
+    model = models.mlp([5, 8, 3], bias=True, generator=torch.Generator().manual_seed(0)).double()
+    ref = models.mlp([5, 8, 3], bias=True, generator=torch.Generator().manual_seed(0)).double()
+    x = x.double()
+    res = training.sgd_train(model, nn.functional.cross_entropy, x, y, lr=0.1, batch_size=7, epochs=2,
+                             generator=torch.Generator(), optimizer="gd", show_progress=False)
+    assert res.steps == 2
+    for _ in range(2):
+        loss = nn.functional.cross_entropy(ref(x), y)
+        grads = torch.autograd.grad(loss, list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads):
+                p -= 0.1 * g
+    for p, q in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    res = training.sgd_train(model, nn.functional.cross_entropy, x, y, lr=1e-3, batch_size=10, epochs=1,
+                             generator=torch.Generator(), optimizer="adam", show_progress=False)
+    assert res.steps == 12
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        training.sgd_train(model, nn.functional.cross_entropy, x, y, lr=0.1, batch_size=10, epochs=1,
+                           generator=torch.Generator(), optimizer="lbfgs", show_progress=False)

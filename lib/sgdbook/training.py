@@ -92,8 +92,13 @@ def sgd_train(
     measure: Callable[[int, nn.Module], dict[str, Any]] | None = None,
     run: str = "run",
     show_progress: bool = True,
+    optimizer: str = "sgd",
 ) -> TrainResult:
     """Train ``model`` in place with plain SGD (no momentum, no weight decay), shuffling each epoch.
+
+    ``optimizer="gd"`` takes full-batch gradient steps (``batch_size`` is then ignored: one step
+    per epoch on all examples); ``optimizer="adam"`` uses ``torch.optim.Adam`` with ``lr`` and
+    its default betas, for the papers that train with Adam.
 
     ``measure(epoch, model)`` is called at every epoch in ``measure_at`` (0 = before training)
     and its dict is stored with the epoch. A non-finite loss stops training at the end of the
@@ -103,9 +108,16 @@ def sgd_train(
         raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
     check_model_data(model, x)
     n = x.shape[0]
+    if optimizer == "gd":
+        batch_size = n
     if not 0 < batch_size <= n:
         raise ValueError(f"batch size {batch_size} must be in [1, {n}]")
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    if optimizer in ("sgd", "gd"):
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}: use 'sgd', 'gd' or 'adam'")
     steps_per_epoch = n // batch_size  # drop the last incomplete minibatch
     measure_at = set(int(e) for e in measure_at)
     result = TrainResult(epoch_loss=[])
