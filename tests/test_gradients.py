@@ -509,3 +509,13 @@ def test_gradients_on_cuda():
         bn, F.cross_entropy, x, y, 8, 50, torch.Generator(device="cuda").manual_seed(3)
     )
     assert_untouched(bn, before, [m.training for m in bn.modules()])
+
+
+def test_fresh_buffer_large_and_small():
+    from sgdbook.gradients import fresh_buffer
+
+    for rows, cols in [(3, 5), (64, 200_000)]:  # 51 MB: the huge-page branch on Linux
+        buf = fresh_buffer(rows, cols, torch.float32, "cpu")
+        assert buf.shape == (rows, cols) and buf.dtype == torch.float32 and buf.is_contiguous()
+        buf.fill_(2.0)
+        assert float(buf.sum()) == 2.0 * rows * cols
