@@ -123,3 +123,13 @@ def test_sample_vmf_on_cuda():
     mu[0] = 1
     x = vd.sample_vmf(mu, 10.0, 50, torch.Generator(device="cuda").manual_seed(0))
     assert x.device.type == "cuda"
+
+
+@pytest.mark.parametrize("kappa", [0.3, 2.0, 25.0])
+def test_kappa_mle_closed_form_d3(kappa):
+    # in R^3 the mean resultant length of a vMF law is coth κ − 1/κ
+    rbar = 1 / math.tanh(kappa) - 1 / kappa
+    assert vd.kappa_mle(rbar, 3) == pytest.approx(kappa, rel=1e-8)
+    assert vd.kappa_mle(0.0, 3) == 0.0
+    with pytest.raises(ValueError):
+        vd.kappa_mle(1.0, 3)

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from scipy import optimize
 
 
 @dataclass(frozen=True)
@@ -202,3 +203,17 @@ def uniform_kappa_hat_approx(d: int, n: int) -> tuple[float, float]:
     r0 = 1.0 / math.sqrt(n)
     rel_sd = math.sqrt(2.0 * (n - 1) / (n * d))  # sd of ‖S‖²/n
     return float(kappa_hat(r0, d)), float(kappa_hat_derivative(r0, d) * r0 * rel_sd / 2.0)
+
+
+def kappa_mle(rbar: float, d: int) -> float:
+    """The exact maximum-likelihood κ for a mean resultant length ``r̄``: the root of
+    ``A_d(κ) = I_{d/2}(κ)/I_{d/2−1}(κ) = r̄`` (Banerjee et al.'s κ̂ approximates it)."""
+    rbar = float(rbar)
+    if not 0 <= rbar < 1:
+        raise ValueError(f"need 0 <= rbar < 1, got {rbar}")
+    if rbar == 0:
+        return 0.0
+    hi = 2.0 * float(kappa_hat(rbar, d)) + 1.0
+    while vmf_mean_cosine(d, hi) < rbar:
+        hi *= 2.0
+    return float(optimize.brentq(lambda k: vmf_mean_cosine(d, k) - rbar, 0.0, hi, xtol=1e-12, rtol=1e-13))

@@ -23,9 +23,12 @@ import math
 
 import numpy as np
 import torch
-from scipy import optimize, special
+from scipy import special
 
-from .directional import kappa_hat, vmf_mean_cosine
+from .directional import kappa_hat, kappa_mle, vmf_mean_cosine  # noqa: F401
+
+#: The exact maximum-likelihood κ, kept under its earlier name.
+vmf_kappa_mle = kappa_mle
 
 # ------------------------------------------------------------------ Definition 1: the vMF law
 
@@ -71,20 +74,6 @@ def sphere_quadrature(d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     x[:, d - 2] = sin_prod * np.cos(angles[-1])
     x[:, d - 1] = sin_prod * np.sin(angles[-1])
     return x, weight
-
-
-def vmf_kappa_mle(rbar: float, d: int) -> float:
-    """The exact maximum-likelihood κ for a mean resultant length ``r̄``: the root of
-    ``A_d(κ) = I_{d/2}(κ)/I_{d/2−1}(κ) = r̄`` (Banerjee et al.'s κ̂ approximates it)."""
-    rbar = float(rbar)
-    if not 0 <= rbar < 1:
-        raise ValueError(f"need 0 <= rbar < 1, got {rbar}")
-    if rbar == 0:
-        return 0.0
-    hi = 2.0 * float(kappa_hat(rbar, d)) + 1.0
-    while vmf_mean_cosine(d, hi) < rbar:
-        hi *= 2.0
-    return float(optimize.brentq(lambda k: vmf_mean_cosine(d, k) - rbar, 0.0, hi, xtol=1e-12, rtol=1e-13))
 
 
 # ------------------------------------------------------------------------------ Lemma 1
