@@ -81,3 +81,72 @@ def test_divergence_names_the_run_and_step():
     with pytest.raises(ensemble.EnsembleDivergenceError, match=r"run 2 of 3: non-finite minibatch loss at step 0"):
         ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=0.1, batch_size=4, steps=3,
                               generator=torch.Generator())
+
+
+def test_group_gradient_variance_matches_a_per_run_loop():
+    x, y = _data()
+    inits, per, steps, m, lr = 3, 4, 6, 5, 0.2
+    base, p0, _ = ensemble.stacked_init(_make, inits, torch.Generator().manual_seed(1))
+    params = {k: v.repeat_interleave(per, dim=0) for k, v in p0.items()}  # runs of one init are consecutive
+    runs = inits * per
+    idx = torch.randint(0, x.shape[0], (steps, runs, m), generator=torch.Generator().manual_seed(2))
+    res = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=lr, batch_size=m, steps=steps,
+                                generator=torch.Generator(), indices=idx, group_size=per)
+    assert res.grad_var.shape == (steps, inits)
+    grads = torch.empty(steps, runs, sum(v[0].numel() for v in p0.values()), dtype=torch.float64)
+    for r in range(runs):
+        model = _make(torch.Generator())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][r])
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for t in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx[t, r]]), y[idx[t, r]]).backward()
+            grads[t, r] = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+            opt.step()
+    for t in range(steps):
+        for j in range(inits):
+            g = grads[t, j * per:(j + 1) * per]
+            expect = ((g - g.mean(0)) ** 2).sum() / (per - 1)
+            torch.testing.assert_close(res.grad_var[t, j], expect, rtol=1e-10, atol=1e-14)
+    plain = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=lr, batch_size=m, steps=steps,
+                                  generator=torch.Generator(), indices=idx)
+    assert plain.grad_var is None and torch.equal(plain.loss, res.loss)
+
+
+def test_group_size_must_divide_the_runs():
+    x, y = _data()
+    base, params, _ = ensemble.stacked_init(_make, 3, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="group_size"):
+        ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=0.1, batch_size=4, steps=2,
+                              generator=torch.Generator(), group_size=2)
+
+
+def test_epoch_indices_are_per_run_permutations():
+    idx = ensemble.epoch_indices(23, 5, 4, torch.Generator().manual_seed(0))
+    assert idx.shape == (5, 5, 4)
+    for r in range(5):
+        seen = idx[:, r].reshape(-1)
+        assert seen.unique().numel() == 20 and seen.min() >= 0 and seen.max() < 23
+    assert not torch.equal(idx[:, 0], idx[:, 1])
+    again = ensemble.epoch_indices(23, 5, 4, torch.Generator().manual_seed(0))
+    assert torch.equal(idx, again)
+    with pytest.raises(ValueError, match="batch_size"):
+        ensemble.epoch_indices(3, 2, 4, torch.Generator())
+
+
+def test_evaluate_runs_matches_a_per_run_loop():
+    x, y = _data(n=37)
+    base, params, _ = ensemble.stacked_init(_make, 4, torch.Generator().manual_seed(5))
+    loss, acc = ensemble.evaluate_runs(base, params, x, y, chunk=10)
+    for r in range(4):
+        model = _make(torch.Generator())
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][r])
+            out = model(x)
+        torch.testing.assert_close(loss[r], nn.functional.cross_entropy(out, y), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(acc[r], (out.argmax(1) == y).double().mean(), rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="same positive number"):
+        ensemble.evaluate_runs(base, params, x, y[:3])

@@ -5,6 +5,9 @@ Parameters of ``R`` runs are stacked along a leading dimension and every step is
 indices drawn as one ``[R, m]`` tensor. Per-run minibatch loss, stochastic-gradient norm and
 the cosine between consecutive stochastic gradients are tracked at every step, the full
 training loss at chosen steps; a non-finite loss stops with a message naming the run and step.
+With ``group_size = K`` the runs are read as consecutive groups of ``K`` (e.g. ``K`` runs from
+each of several initialisations) and the variance across the runs of each group of the
+stochastic gradient, summed over all parameters, is recorded at every step.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class EnsembleResult:
     cos_prev: torch.Tensor  # [steps, R] cos(g_t, g_{t−1}); NaN at t = 0
     eval_steps: list[int]
     full_loss: torch.Tensor  # [len(eval_steps), R] full training loss at θ_t
+    grad_var: torch.Tensor | None = None  # [steps, R // group_size] across-run variance of g_t per group
 
     def quantiles(self, q: Sequence[float], which: str = "full_loss") -> torch.Tensor:
         """Quantiles across runs of a tracked quantity, shape ``[len(q), T]``."""
@@ -72,6 +76,7 @@ def ensemble_sgd(
     replacement: bool = True,
     indices: torch.Tensor | None = None,
     eval_every: int = 0,
+    group_size: int = 0,
 ) -> EnsembleResult:
     """Run plain SGD independently for every run in the stack ``params`` (``{name: [R, ...]}``).
 
@@ -79,9 +84,13 @@ def ensemble_sgd(
     run and step, with replacement (the Hessian paper's "random samples with replacement") or
     without replacement within a minibatch; ``indices`` (``[steps, R, m]``) fixes them instead.
     ``eval_every > 0`` records the full training loss of every run every that many steps (and
-    at the last step).
+    at the last step). ``group_size = K > 1`` records ``grad_var[t, j]``, the unbiased variance
+    (divisor ``K − 1``) across runs ``jK, …, jK + K − 1`` of the stochastic gradient at step ``t``,
+    summed over all parameters (needs ``R`` divisible by ``K``).
     """
     runs = next(iter(params.values())).shape[0]
+    if group_size and (group_size < 2 or runs % group_size):
+        raise ValueError(f"group_size must be >= 2 and divide the number of runs ({runs}), got {group_size}")
     n = x.shape[0]
     device = x.device
     buffers = buffers or {}
@@ -100,6 +109,7 @@ def ensemble_sgd(
     cos = torch.full_like(loss, float("nan"))
     eval_steps = sorted({t for t in range(0, steps + 1, eval_every)} | {steps}) if eval_every > 0 else []
     full = torch.empty(len(eval_steps), runs, device=device, dtype=dtype)
+    gvar = torch.empty(steps, runs // group_size, device=device, dtype=dtype) if group_size else None
     prev = prev_norm = None
     e = 0
     for t in range(steps + 1):
@@ -119,6 +129,8 @@ def ensemble_sgd(
         flat = [g.reshape(runs, -1) for g in grads.values()]  # views, no copy
         norm = torch.stack([torch.linalg.vecdot(g, g) for g in flat]).sum(0).sqrt()
         loss[t], gnorm[t] = value.detach(), norm
+        if group_size:
+            gvar[t] = sum(g.reshape(-1, group_size, g.shape[1]).var(dim=1).sum(-1) for g in flat)
         if prev is not None:
             cos[t] = torch.stack([torch.linalg.vecdot(g, h) for g, h in zip(flat, prev)]).sum(0) / (norm * prev_norm)
         prev, prev_norm = flat, norm
@@ -130,4 +142,57 @@ def ensemble_sgd(
             f"run {r_bad} of {runs}: non-finite minibatch loss at step {t_bad} (lr = {lr}, batch = {batch_size}); "
             f"{int(bad.any(0).sum())} runs diverged in all"
         )
-    return EnsembleResult(params, loss, gnorm, cos, eval_steps, full)
+    return EnsembleResult(params, loss, gnorm, cos, eval_steps, full, gvar)
+
+
+def epoch_indices(n: int, runs: int, batch_size: int, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Minibatch indices of one epoch for every run, ``[n // batch_size, runs, batch_size]``.
+
+    Each run reshuffles ``[0, n)`` with its own random permutation and cuts it into consecutive
+    minibatches (epoch-based, "cyclic" sampling); the last ``n mod batch_size`` examples of the
+    permutation are left out of that epoch.
+    """
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, n = {n}], got {batch_size}")
+    if runs < 1:
+        raise ValueError(f"runs must be positive, got {runs}")
+    steps = n // batch_size
+    perm = torch.rand(runs, n, generator=generator, device=generator.device).argsort(dim=1)
+    return perm[:, : steps * batch_size].reshape(runs, steps, batch_size).transpose(0, 1).to(device or generator.device)
+
+
+def evaluate_runs(
+    base: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = nn.functional.cross_entropy,
+    *,
+    chunk: int = 1024,
+    buffers: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and accuracy (argmax of the outputs) of every run on ``(x, y)``: two ``[R]`` tensors.
+
+    One ``vmap`` over the runs per chunk of ``chunk`` examples; ``loss_fn`` must average over
+    the examples (its value is re-weighted by the chunk's size).
+    """
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"x and y must hold the same positive number of examples, got {x.shape[0]} and {y.shape[0]}")
+    buffers = buffers or {}
+    bdim = 0 if buffers else None
+
+    def one(p, b, xb, yb):
+        out = functional_call(base, (p, b), (xb,))
+        return loss_fn(out, yb) * xb.shape[0], (out.argmax(-1) == yb).sum()
+
+    fn = vmap(one, in_dims=(0, bdim, None, None))
+    runs = next(iter(params.values())).shape[0]
+    dtype = next(iter(params.values())).dtype
+    loss = torch.zeros(runs, dtype=dtype, device=x.device)
+    correct = torch.zeros(runs, dtype=torch.int64, device=x.device)
+    with torch.no_grad():
+        for s in range(0, x.shape[0], chunk):
+            lv, cv = fn(params, buffers, x[s : s + chunk], y[s : s + chunk])
+            loss += lv
+            correct += cv
+    return loss / x.shape[0], correct.to(dtype) / x.shape[0]
