@@ -150,3 +150,43 @@ def test_evaluate_runs_matches_a_per_run_loop():
         torch.testing.assert_close(acc[r], (out.argmax(1) == y).double().mean(), rtol=0, atol=1e-15)
     with pytest.raises(ValueError, match="same positive number"):
         ensemble.evaluate_runs(base, params, x, y[:3])
+
+
+@pytest.mark.parametrize(
+    "layers, loss",
+    [
+        (lambda: nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4)), "ce"),
+        (lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 5, bias=False), nn.Tanh(), nn.Linear(5, 3)), "ce"),
+        (lambda: nn.Sequential(nn.Linear(6, 5), nn.LeakyReLU(0.1, inplace=True), nn.Linear(5, 3)), "mse"),
+    ],
+)
+def test_linear_fast_path_equals_the_vmap_path(layers, loss):
+    torch.manual_seed(0)
+    if loss == "ce":
+        loss_fn, y = nn.functional.cross_entropy, torch.randint(0, 4 if "4" in str(layers()) else 3, (20,))
+        x = torch.randn(20, 6, dtype=torch.float64) if "Flatten" not in str(layers()) else torch.randn(20, 2, 3, dtype=torch.float64)
+    else:
+        loss_fn, y = nn.functional.mse_loss, torch.randn(20, 3, dtype=torch.float64)
+        x = torch.randn(20, 6, dtype=torch.float64)
+    make = lambda g: layers().double()  # noqa: E731
+    base, params, _ = ensemble.stacked_init(make, 7, torch.Generator().manual_seed(1))
+    assert ensemble._stacked_linear_plan(base, params) is not None
+    idx = torch.randint(0, 20, (12, 7, 4), generator=torch.Generator().manual_seed(2))
+    kw = dict(lr=0.05, batch_size=4, steps=12, generator=torch.Generator(), indices=idx, group_size=7, eval_every=4)
+    fast = ensemble.ensemble_sgd(base, params, x, y, loss_fn, **kw)
+    slow = ensemble.ensemble_sgd(base, params, x, y, loss_fn, fast_path=False, **kw)
+    for k in params:
+        torch.testing.assert_close(fast.params[k], slow.params[k], rtol=1e-12, atol=1e-12)
+    for name in ("loss", "grad_norm", "grad_var", "full_loss"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.cos_prev[1:], slow.cos_prev[1:], rtol=1e-12, atol=1e-12)
+
+
+def test_fast_path_is_skipped_for_frozen_parameters_and_other_layers():
+    base = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))
+    _, params, _ = ensemble.stacked_init(lambda g: nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2)), 2, torch.Generator())
+    del params["0.bias"]
+    assert ensemble._stacked_linear_plan(base, params) is None
+    conv = nn.Sequential(nn.Conv1d(1, 1, 2), nn.Flatten(), nn.Linear(2, 2))
+    _, cparams, _ = ensemble.stacked_init(lambda g: nn.Sequential(nn.Conv1d(1, 1, 2), nn.Flatten(), nn.Linear(2, 2)), 2, torch.Generator())
+    assert ensemble._stacked_linear_plan(conv, cparams) is None

@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, grad_and_value, stack_module_state, vjp, vmap
+
+from .gradients import _linear_leaves
 
 
 class EnsembleDivergenceError(FloatingPointError):
@@ -61,6 +64,85 @@ class EnsembleResult:
         return torch.nanquantile(values.double(), torch.tensor(q, dtype=torch.float64, device=values.device), dim=1)
 
 
+def _stacked_linear_plan(base: nn.Module, params: dict[str, torch.Tensor]):
+    """For an ``nn.Sequential`` of Linear and elementwise layers: its leaves, each with the names of
+    its weight and bias in ``params`` (None where a parameter is not trained); otherwise None."""
+    leaves = _linear_leaves(base)
+    if leaves is None:
+        return None
+    where = {id(m): prefix for prefix, m in base.named_modules()}
+    plan = []
+    for mod in leaves:
+        if type(mod) is nn.Flatten and (mod.start_dim, mod.end_dim) != (1, -1):
+            return None
+        if type(mod) is nn.Linear:
+            pre = where[id(mod)] + "." if where[id(mod)] else ""
+            w, b = pre + "weight", pre + "bias"
+            if w not in params or (mod.bias is not None and b not in params):
+                return None  # frozen parameters: leave it to the general path
+            plan.append((mod, w, b if mod.bias is not None else None))
+        else:
+            plan.append((mod, None, None))
+    if len(params) != sum((w is not None) + (b is not None) for _, w, b in plan):
+        return None
+    return plan
+
+
+def _stacked_linear_grads(plan, params, xb, yb, loss_fn):
+    """Minibatch gradients and losses of every run of a Linear/elementwise network, ``xb`` ``[R, m, …]``.
+
+    One batched forward pass (``baddbmm`` with each run's weights), the loss and its gradient with
+    respect to the outputs by ``vmap`` over runs, and a hand-written reverse pass: the weight
+    gradient of a Linear layer is ``δᵀa`` summed over the minibatch, the bias gradient ``Σ δ``.
+    Equal to ``vmap(grad(...))`` over runs (tested), about twice as fast on CPU for small nets.
+    """
+    runs = xb.shape[0]
+    h, saved = xb, []
+    for mod, w, b in plan:
+        saved.append(h)
+        if type(mod) is nn.Linear:
+            a = h.reshape(runs, -1, h.shape[-1])
+            if b is not None:
+                out = torch.baddbmm(params[b][:, None, :], a, params[w].transpose(1, 2))
+            else:
+                out = torch.bmm(a, params[w].transpose(1, 2))
+            h = out.reshape(*h.shape[:-1], out.shape[-1])
+        elif type(mod) is nn.Flatten:
+            h = h.flatten(2)
+        else:
+            h = mod(h.clone() if getattr(mod, "inplace", False) else h)  # keep the saved input intact
+    if loss_fn is F.cross_entropy and h.ndim == 3 and yb.ndim == 2 and not yb.is_floating_point():
+        # mean cross-entropy over the minibatch in closed form: δ = (softmax − onehot)/m
+        logp = torch.log_softmax(h, -1)
+        value = -logp.gather(-1, yb[..., None]).squeeze(-1).mean(1)
+        d = logp.exp_().scatter_add_(-1, yb[..., None], torch.full_like(h[..., :1], -1.0)).div_(h.shape[1])
+    else:
+        logits = h.detach().requires_grad_()
+        with torch.enable_grad():
+            value = vmap(loss_fn)(logits, yb)
+            (d,) = torch.autograd.grad(value.sum(), logits)
+    grads: dict[str, torch.Tensor] = {}
+    for i in range(len(plan) - 1, -1, -1):
+        mod, w, b = plan[i]
+        z = saved[i]
+        if type(mod) is nn.Linear:
+            a = z.reshape(runs, -1, z.shape[-1])
+            dd = d.reshape(runs, -1, d.shape[-1])
+            grads[w] = torch.bmm(dd.transpose(1, 2), a)
+            if b is not None:
+                grads[b] = dd.sum(1)
+            if i > 0:
+                d = torch.bmm(dd, params[w]).reshape(z.shape)
+        elif type(mod) is nn.Flatten:
+            d = d.reshape(z.shape)
+        elif type(mod) is nn.ReLU:
+            d = d * (z > 0)
+        elif type(mod) is not nn.Identity:
+            f = (lambda t, mod=mod: mod(t.clone())) if getattr(mod, "inplace", False) else mod
+            d = vjp(f, z)[1](d)[0]
+    return {k: grads[k] for k in params}, value.detach()
+
+
 def ensemble_sgd(
     base: nn.Module,
     params: dict[str, torch.Tensor],
@@ -77,6 +159,7 @@ def ensemble_sgd(
     indices: torch.Tensor | None = None,
     eval_every: int = 0,
     group_size: int = 0,
+    fast_path: bool = True,
 ) -> EnsembleResult:
     """Run plain SGD independently for every run in the stack ``params`` (``{name: [R, ...]}``).
 
@@ -87,6 +170,9 @@ def ensemble_sgd(
     at the last step). ``group_size = K > 1`` records ``grad_var[t, j]``, the unbiased variance
     (divisor ``K − 1``) across runs ``jK, …, jK + K − 1`` of the stochastic gradient at step ``t``,
     summed over all parameters (needs ``R`` divisible by ``K``).
+    For an ``nn.Sequential`` of Linear and elementwise layers without buffers the gradients come
+    from a batched forward pass and a hand-written reverse pass (:func:`_stacked_linear_grads`)
+    instead of ``vmap(grad(...))``; ``fast_path=False`` forces the general path.
     """
     runs = next(iter(params.values())).shape[0]
     if group_size and (group_size < 2 or runs % group_size):
@@ -101,6 +187,9 @@ def ensemble_sgd(
 
     bdim = 0 if buffers else None
     step_fn = vmap(grad_and_value(loss_one), in_dims=(0, bdim, 0, 0))
+    plan = None if buffers or not fast_path else _stacked_linear_plan(base, params)
+    if plan is not None:
+        step_fn = lambda p, _b, xb, yb: _stacked_linear_grads(plan, p, xb, yb, loss_fn)  # noqa: E731
     full_fn = vmap(loss_one, in_dims=(0, bdim, None, None))
 
     dtype = next(iter(params.values())).dtype
