@@ -361,8 +361,9 @@ def lanczos(
 ) -> LanczosResult:
     """The ``k`` largest (or smallest) algebraic eigenpairs of the symmetric operator ``hvp``.
 
-    Thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization (classical
-    Gram–Schmidt twice against the whole basis): the Krylov basis grows to ``max_basis``
+    Thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization (the three-term
+    recurrence followed by a classical Gram–Schmidt pass against the whole basis; twice at the
+    first step of a sequence): the Krylov basis grows to ``max_basis``
     vectors (default ``max(2k + 20, 40)``, at most ``p``); if the ``k`` wanted Ritz pairs have
     not converged by then, the basis is compressed to the ``k + (max_basis − k) // 2`` best
     Ritz vectors plus the residual direction and grown again. All vectors and the projected
@@ -435,12 +436,25 @@ def lanczos(
             w = hvp(V[j])
             products += 1
             anorm = torch.maximum(anorm, torch.linalg.vector_norm(w))
-            Vj = V[: j + 1]  # classical Gram–Schmidt twice against the whole basis
-            h = Vj @ w
-            w = torch.addmv(w, Vj.mT, h, alpha=-1)
-            h2 = Vj @ w
-            w = torch.addmv(w, Vj.mT, h2, alpha=-1)
-            alphas.append(h[j] + h2[j])
+            Vj = V[: j + 1]
+            if j > kept:
+                # inside a tridiagonal run: remove the recurrence's two directions first (they
+                # carry nearly all of w), then one classical Gram–Schmidt pass against the whole
+                # basis takes out the rounding-level rest
+                a = torch.dot(V[j], w)
+                w = torch.addcmul(w, V[j], a, value=-1)
+                c = torch.dot(V[j - 1], w)
+                w = torch.addcmul(w, V[j - 1], c, value=-1)
+                h2 = Vj @ w
+                w = torch.addmv(w, Vj.mT, h2, alpha=-1)
+                alphas.append(a + h2[j])
+            else:
+                # first step of a sequence (start, restart's arrowhead): Gram–Schmidt twice
+                h = Vj @ w
+                w = torch.addmv(w, Vj.mT, h, alpha=-1)
+                h2 = Vj @ w
+                w = torch.addmv(w, Vj.mT, h2, alpha=-1)
+                alphas.append(h[j] + h2[j])
             b = torch.linalg.vector_norm(w)
             betas.append(b)
             # after a breakdown w is rounding noise: keep it small, the check below replaces it
