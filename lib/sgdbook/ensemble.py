@@ -113,7 +113,10 @@ def _stacked_linear_grads(plan, params, xb, yb, loss_fn):
             h = mod(h.clone() if getattr(mod, "inplace", False) else h)  # keep the saved input intact
     if loss_fn is F.cross_entropy and h.ndim == 3 and yb.ndim == 2 and not yb.is_floating_point():
         # mean cross-entropy over the minibatch in closed form: δ = (softmax − onehot)/m
-        logp = torch.log_softmax(h, -1)
+        # log-softmax written out: torch.log_softmax over a last dimension of a few classes is
+        # about 4× slower on CPU than these three reductions
+        z = h - h.amax(-1, keepdim=True)
+        logp = z - z.exp().sum(-1, keepdim=True).log()
         value = -logp.gather(-1, yb[..., None]).squeeze(-1).mean(1)
         d = logp.exp_().scatter_add_(-1, yb[..., None], torch.full_like(h[..., :1], -1.0)).div_(h.shape[1])
     else:
@@ -216,14 +219,14 @@ def ensemble_sgd(
             idx = torch.rand(runs, n, generator=generator, device=generator.device).argsort(dim=1)[:, :batch_size].to(device)
         grads, value = step_fn(params, buffers, x[idx], y[idx])
         flat = [g.reshape(runs, -1) for g in grads.values()]  # views, no copy
-        norm = torch.stack([torch.linalg.vecdot(g, g) for g in flat]).sum(0).sqrt()
+        norm = torch.stack([torch.linalg.vector_norm(g, dim=1) for g in flat]).square().sum(0).sqrt()
         loss[t], gnorm[t] = value.detach(), norm
         if group_size:
             gvar[t] = sum(g.reshape(-1, group_size, g.shape[1]).var(dim=1).sum(-1) for g in flat)
         if prev is not None:
             cos[t] = torch.stack([torch.linalg.vecdot(g, h) for g, h in zip(flat, prev)]).sum(0) / (norm * prev_norm)
         prev, prev_norm = flat, norm
-        params = {k: params[k] - lr * grads[k] for k in params}
+        torch._foreach_add_(list(params.values()), [grads[k] for k in params], alpha=-lr)  # own copies
     bad = ~torch.isfinite(loss)
     if bool(bad.any()):
         t_bad, r_bad = (int(v) for v in bad.nonzero()[0])
