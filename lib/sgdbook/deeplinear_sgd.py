@@ -358,23 +358,16 @@ def select_degree(bs, values, se, intercept: bool, max_degree: int, level: float
 def b0_roots(beta: Sequence[float]) -> tuple[float, float]:
     """For ``v(b) = Σ_{k≥1} β_k/b^k`` (``beta[0]``, the constant, ignored): the largest real root of
     the proof's derivative polynomial ``Σ_k k β_k b^{r−k}`` (``v`` decreases for ``b`` above it) and
-    of the main text's ``Σ_k β_k b^{r−k}``; ``-inf`` where there is no real root."""
-    import numpy as np
+    of the main text's ``Σ_k β_k b^{r−k}``; ``-inf`` where there is no real root. The fitted
+    floats are converted exactly to rationals and passed to :func:`sgdbook.deeplinear.b0_derivative`
+    and :func:`sgdbook.deeplinear.b0_main_text` (exact root isolation)."""
+    from fractions import Fraction
 
-    r = len(beta) - 1
+    from .deeplinear import b0_derivative, b0_main_text
+
     if not all(math.isfinite(x) for x in beta):
         raise ValueError(f"coefficients must be finite, got {list(beta)}")
-
-    def largest(coefs):  # coefs from the highest power of b down
-        c = np.array(coefs, dtype=float)
-        while c.size and c[0] == 0:
-            c = c[1:]
-        if c.size <= 1:
-            return float("-inf")
-        roots = np.roots(c)
-        real = roots[np.abs(roots.imag) <= 1e-9 * np.maximum(1.0, np.abs(roots.real))].real
-        return float(real.max()) if real.size else float("-inf")
-
-    deriv = [k * beta[k] for k in range(1, r + 1)]
-    plain = [beta[k] for k in range(1, r + 1)]
-    return largest(deriv), largest(plain)
+    exact = [Fraction(0)] + [Fraction(float(x)) for x in beta[1:]]
+    if not any(exact):
+        return float("-inf"), float("-inf")
+    return b0_derivative(exact), b0_main_text(exact)
