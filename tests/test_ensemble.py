@@ -190,3 +190,29 @@ def test_fast_path_is_skipped_for_frozen_parameters_and_other_layers():
     conv = nn.Sequential(nn.Conv1d(1, 1, 2), nn.Flatten(), nn.Linear(2, 2))
     _, cparams, _ = ensemble.stacked_init(lambda g: nn.Sequential(nn.Conv1d(1, 1, 2), nn.Flatten(), nn.Linear(2, 2)), 2, torch.Generator())
     assert ensemble._stacked_linear_plan(conv, cparams) is None
+
+
+def test_row_dots_equal_vecdot():
+    g = torch.Generator().manual_seed(3)
+    for runs, k in [(6, 300), (5, 300), (6, 20)]:
+        a, b = torch.randn(runs, k, generator=g, dtype=torch.float64), torch.randn(runs, k, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(ensemble._row_dots(a, b), torch.linalg.vecdot(a, b), rtol=1e-13, atol=1e-13)
+
+
+def test_linear_fast_path_with_a_wide_first_layer_and_an_even_run_count():
+    # the first layer's weights are held transposed while training and its cosine terms go
+    # through the paired products of _row_dots (k = 40·8 ≥ 128, R even)
+    torch.manual_seed(1)
+    x, y = torch.randn(30, 40, dtype=torch.float64), torch.randint(0, 3, (30,))
+    make = lambda g: nn.Sequential(nn.Linear(40, 8), nn.ReLU(), nn.Linear(8, 3)).double()  # noqa: E731
+    base, params, _ = ensemble.stacked_init(make, 6, torch.Generator().manual_seed(1))
+    idx = torch.randint(0, 30, (9, 6, 5), generator=torch.Generator().manual_seed(2))
+    kw = dict(lr=0.1, batch_size=5, steps=9, generator=torch.Generator(), indices=idx, group_size=3, eval_every=3)
+    fast = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, **kw)
+    slow = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, fast_path=False, **kw)
+    for k in params:
+        assert fast.params[k].is_contiguous() and fast.params[k].shape == params[k].shape
+        torch.testing.assert_close(fast.params[k], slow.params[k], rtol=1e-12, atol=1e-12)
+    for name in ("loss", "grad_norm", "grad_var", "full_loss"):
+        torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.cos_prev[1:], slow.cos_prev[1:], rtol=1e-12, atol=1e-12)
