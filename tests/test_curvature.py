@@ -119,6 +119,11 @@ def test_hvp_matches_dense_hessian(mlp_case):
     torch.testing.assert_close(op.batch(V), V @ H)  # 3 chunks of 7, 7, 6
     torch.testing.assert_close(op.batch(V[:1]), V[:1] @ H)
     assert op.n_products == 1 + 20 + 1
+    single = cv.HVP(f, theta, chunk=1)  # one product at a time (the CPU default at large p)
+    torch.testing.assert_close(single.batch(V[:5]), V[:5] @ H)
+    assert single.n_products == 5
+    assert cv.HVP(f, theta).chunk == 32  # small p on the CPU: chunks of 32
+    assert cv.HVP(lambda t: (t**4).sum(), torch.zeros(200_000, dtype=F64)).chunk == 1
     torch.testing.assert_close(H, H.mT)
     torch.testing.assert_close(op.loss, f(theta))
     torch.testing.assert_close(op.gradient, torch.func.grad(f)(theta))
@@ -508,3 +513,43 @@ def test_residual_operator_is_the_hessian_papers_h_p():
     M = second_moment_matrix(model, nn.functional.cross_entropy, x, y)
     torch.testing.assert_close(M - full_hessian(f, theta), dense, rtol=1e-9, atol=1e-10)
     assert float(dense.norm()) > 0.1 * float(M.norm())  # away from a minimum H_p is far from negligible
+
+
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: nn.Sequential(nn.Linear(6, 9), nn.ReLU(), nn.Linear(9, 7), nn.ReLU(), nn.Linear(7, 4)), (23, 6)),
+        (lambda: nn.Sequential(nn.Flatten(), nn.Linear(6, 5, bias=False), nn.ReLU(), nn.Identity(), nn.Linear(5, 4)), (23, 2, 3)),
+        (lambda: nn.Sequential(nn.Linear(6, 4), nn.ReLU()), (23, 6)),  # a ReLU on the logits
+    ],
+)
+def test_linear_net_hvp_equals_the_autograd_graph_and_the_dense_hessian(make, shape):
+    torch.manual_seed(0)
+    model = make().double()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(*shape, generator=g, dtype=F64)
+    y = torch.randint(0, 4, (shape[0],), generator=g)
+    fast = cv.HVP.from_model(model, nn.functional.cross_entropy, x, y, chunk=3)
+    slow = cv.HVP.from_model(model, nn.functional.cross_entropy, x, y, fast_path=False)
+    assert isinstance(fast, cv.LinearNetHVP) and isinstance(slow, cv.HVP)
+    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    H = cv.full_hessian(f, theta)
+    torch.testing.assert_close(fast.theta, theta)
+    torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(fast.gradient, slow.gradient, rtol=1e-12, atol=1e-14)
+    V = torch.randn(7, theta.numel(), generator=g, dtype=F64)
+    torch.testing.assert_close(fast(V[0]), H @ V[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast.batch(V), V @ H, rtol=1e-10, atol=1e-12)  # chunks of 3, 3, 1
+    torch.testing.assert_close(fast.batch(V), slow.batch(V), rtol=1e-10, atol=1e-12)
+    assert fast.n_products == 1 + 7 + 7
+    assert all(q.grad is None for q in model.parameters())
+
+
+def test_linear_net_hvp_is_not_used_where_it_does_not_apply():
+    x, y = torch.randn(5, 6, dtype=F64), torch.randint(0, 4, (5,))
+    tanh = tiny_mlp()  # tanh has a second derivative
+    assert isinstance(cv.HVP.from_model(tanh, nn.functional.cross_entropy, x, y), cv.HVP)
+    relu = nn.Sequential(nn.Linear(6, 4)).double()
+    assert isinstance(cv.HVP.from_model(relu, nn.functional.mse_loss, x, torch.randn(5, 4, dtype=F64)), cv.HVP)
+    relu[0].bias.requires_grad_(False)
+    assert isinstance(cv.HVP.from_model(relu, nn.functional.cross_entropy, x, y), cv.HVP)

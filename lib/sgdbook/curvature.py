@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -189,13 +190,19 @@ class HVP:
     p = 1,096: chunks of 16 0.47× (float32) and 0.61× (float64). vmap over
     ``jvp(grad(f))`` was 1.1–1.3× slower than the vmapped double backward at both sizes.
     With two threads the chunked double backward was 0.4–0.75× the loop at p = 101,770.
+    Measured again later (float64, 32 products, median of 3) on one thread: p = 101,770 single
+    products 4.1 ms, chunks of 2/4/8/16/32 4.5/4.3/4.5/5.1/6.2 ms; p = 1,096: single 0.49 ms,
+    chunks of 4/8/16/32 0.44/0.36/0.35/0.34 ms; on two threads p = 101,770: single 2.5 ms,
+    chunks of 4/8/16 2.5/2.5/2.9 ms. Hence the default on the CPU: chunks whose vectors take
+    at most 1 MiB (32 rows at most), i.e. single products at p ≈ 100,000 in float64 and chunks
+    of 32 at p ≈ 1,000; 16 rows on other devices.
 
     ``loss`` and ``gradient`` hold ``f(θ)`` and ``∇f(θ)`` (detached). The graph keeps the
     activations of one forward/backward pass alive for the operator's lifetime.
     """
 
     def __init__(
-        self, f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, chunk: int = 16
+        self, f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, chunk: int | None = None
     ):
         if theta.ndim != 1:
             raise ValueError(f"theta must be a flat vector, got shape {tuple(theta.shape)}")
@@ -204,6 +211,9 @@ class HVP:
         self.p = self.theta.numel()
         self.dtype = self.theta.dtype
         self.device = self.theta.device
+        if chunk is None:
+            per_row = self.p * self.theta.element_size()
+            chunk = max(1, min(32, (1 << 20) // per_row)) if self.device.type == "cpu" else 16
         self.chunk = int(chunk)
         self.n_products = 0
         with torch.enable_grad():
@@ -221,9 +231,18 @@ class HVP:
         x: torch.Tensor,
         y: torch.Tensor,
         bn_mode: str | None = None,
-        chunk: int = 16,
-    ) -> HVP:
-        """The operator at the model's current parameters (see :func:`flat_loss`)."""
+        chunk: int | None = None,
+        fast_path: bool = True,
+    ) -> HVP | LinearNetHVP:
+        """The operator at the model's current parameters (see :func:`flat_loss`).
+
+        For an ``nn.Sequential`` of Linear, ReLU, Identity and Flatten layers with the mean
+        cross-entropy of integer labels, the products come from :class:`LinearNetHVP` (the
+        R-operator written out: equal to this class's products, tested, and 0.6–0.8× their
+        time per product); ``fast_path=False`` forces the autograd graph.
+        """
+        if fast_path and LinearNetHVP.applies(model, loss_fn, x, y):
+            return LinearNetHVP(model, x, y, chunk=chunk)
         f, theta0 = flat_loss(model, loss_fn, x, y, bn_mode=bn_mode)
         return cls(f, theta0, chunk=chunk)
 
@@ -247,9 +266,171 @@ class HVP:
     def batch(self, V: torch.Tensor) -> torch.Tensor:
         """``V @ H`` for a block of row vectors ``V`` (shape ``[b, p]``): ``b`` products."""
         self.n_products += V.shape[0]
-        if V.shape[0] == 1:
-            return self._backward(V[0], False)[None]
+        if V.shape[0] == 1 or self.chunk == 1:
+            return torch.stack([self._backward(v, False) for v in V])
         return torch.cat([self._backward(c, True) for c in V.split(self.chunk)])
+
+
+class LinearNetHVP:
+    """Hessian-vector products of the mean cross-entropy of a Linear/ReLU network, written out.
+
+    Pearlmutter's R-operator for ``nn.Sequential`` nets of Linear, ReLU, Identity and
+    Flatten layers: the activations ``a_l``, ReLU masks, softmax ``π`` and output signals
+    ``δ_l = ∂L/∂z_l`` are computed once; a direction ``v = (V_l, c_l)`` then goes forward as
+    ``R(z_l) = R(a_{l−1}) W_lᵀ + a_{l−1} V_lᵀ + c_l`` (``R(a) = mask ⊙ R(z)``: a ReLU has no
+    second derivative), turns at the loss into ``R(δ_L) = (π ⊙ R(z_L) − π (πᵀR(z_L)))/n``, and
+    goes back as ``R(δ_{l−1}) = mask ⊙ (R(δ_l) W_l + δ_l V_l)``, giving
+    ``(Hv)_{W_l} = R(δ_l)ᵀ a_{l−1} + δ_lᵀ R(a_{l−1})`` and ``(Hv)_{b_l} = Σ R(δ_l)``. A block of
+    vectors goes through the same matrix products with the block folded into them. Same
+    interface as :class:`HVP` (``p``, ``theta``, ``loss``, ``gradient``, ``n_products``,
+    ``__call__``, ``batch``); parameters in ``named_parameters`` order, as :func:`flat_loss`.
+
+    Measured (784-128-10, 512 points, float64, one thread): 4.1 ms per product through the
+    autograd graph, of which the two 512 × 784 × 128 matrix products take 2.9 ms.
+    """
+
+    _ACTS = (nn.ReLU, nn.Identity, nn.Flatten)
+
+    @classmethod
+    def applies(cls, model, loss_fn, x: torch.Tensor, y: torch.Tensor) -> bool:
+        if loss_fn is not nn.functional.cross_entropy or y.ndim != 1 or y.is_floating_point():
+            return False
+        leaves = []
+
+        def walk(mod: nn.Module) -> bool:
+            if mod._forward_hooks or mod._forward_pre_hooks:
+                return False
+            if type(mod) is nn.Sequential:
+                return all(walk(c) for c in mod)
+            if type(mod) is nn.Linear or type(mod) in cls._ACTS:
+                leaves.append(mod)
+                return True
+            return False
+
+        if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
+            return False
+        if any(not q.requires_grad or q.dtype != x.dtype or q.device != x.device for q in model.parameters()):
+            return False
+        if x.shape[0] != y.shape[0]:
+            return False
+        ndim = x.ndim  # every Linear must see [n, features]; Flatten only as Flatten(1, -1)
+        for m in leaves:
+            if type(m) is nn.Flatten:
+                if (m.start_dim, m.end_dim) != (1, -1):
+                    return False
+                ndim = 2
+            elif type(m) is nn.Linear and ndim != 2:
+                return False
+        return ndim == 2
+
+    def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None):
+        leaves = [m for m in model.modules() if type(m) is nn.Linear or type(m) in self._ACTS]
+        offsets, at = {}, 0
+        for q in model.parameters():
+            offsets[id(q)] = at
+            at += q.numel()
+        self.p = at
+        self.theta = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        if chunk is None:
+            chunk = max(1, min(32, (1 << 20) // (self.p * self.theta.element_size()))) if self.device.type == "cpu" else 16
+        self.chunk = int(chunk)
+        self.n_products = 0
+        n = x.shape[0]
+        # forward: each step is ("linear", W, b, a_in, weight offset, bias offset) or ("mask", m) or ("flat", shape)
+        steps: list[tuple] = []
+        h = x.detach()
+        with torch.no_grad():
+            for mod in leaves:
+                if type(mod) is nn.Linear:
+                    W = mod.weight.detach()
+                    b = None if mod.bias is None else mod.bias.detach()
+                    ob = None if b is None else offsets[id(mod.bias)]
+                    steps.append(["linear", W, b, h, offsets[id(mod.weight)], ob, None])
+                    h = nn.functional.linear(h, W, b)
+                elif type(mod) is nn.ReLU:
+                    mask = (h > 0).to(h.dtype)
+                    steps.append(["mask", mask])
+                    h = h * mask
+                elif type(mod) is nn.Flatten:
+                    steps.append(["flat", h.shape])
+                    h = h.flatten(1)
+            if h.ndim != 2:
+                raise ValueError(f"the network's output must be [n, classes], got shape {tuple(h.shape)}")
+            logp = torch.log_softmax(h, dim=1)
+            self.loss = nn.functional.nll_loss(logp, y)
+            self._pi = logp.exp()
+            d = self._pi.clone()
+            d[torch.arange(n, device=d.device), y] -= 1
+            d /= n
+            grads = torch.empty(self.p, dtype=self.dtype, device=self.device)
+            for st in reversed(steps):
+                if st[0] == "linear":
+                    _, W, b, a, ow, ob, _ = st
+                    st[6] = d  # δ at this layer's output
+                    grads[ow : ow + W.numel()] = (d.mT @ a).reshape(-1)
+                    if b is not None:
+                        grads[ob : ob + b.numel()] = d.sum(0)
+                    d = d @ W
+                elif st[0] == "mask":
+                    d = d * st[1]
+                else:
+                    d = d.reshape(st[1])
+        self.gradient = grads
+        self._steps = steps
+        self._n = n
+        self._first = next(i for i, st in enumerate(steps) if st[0] == "linear")
+
+    def _products(self, V: torch.Tensor) -> torch.Tensor:
+        c = V.shape[0]
+        out = torch.empty(c, self.p, dtype=self.dtype, device=self.device)
+        Ra = None  # R(a) of the current activation, [c, n, f]; None: zero (the input)
+        r_in = []  # R(a_in) of each linear step
+        for st in self._steps:
+            if st[0] == "linear":
+                _, W, b, a, ow, ob, _ = st
+                Vw = V[:, ow : ow + W.numel()].view(c, *W.shape)
+                Rz = torch.matmul(a, Vw.mT)  # [c, n, out]: a_in V_lᵀ
+                if Ra is not None:
+                    Rz = Rz + Ra @ W.mT
+                if b is not None:
+                    Rz = Rz + V[:, ob : ob + b.numel()][:, None, :]
+                r_in.append(Ra)
+                Ra = Rz
+            elif st[0] == "mask":
+                Ra = Ra * st[1] if Ra is not None else None
+            elif Ra is not None:
+                Ra = Ra.flatten(2)
+        pi = self._pi
+        Rd = pi * (Ra - (pi * Ra).sum(-1, keepdim=True)) / self._n  # R(δ_L)
+        for i in range(len(self._steps) - 1, self._first - 1, -1):
+            st = self._steps[i]
+            if st[0] == "linear":
+                _, W, b, a, ow, ob, d = st
+                Ra_in = r_in.pop()
+                hw = out[:, ow : ow + W.numel()].view(c, *W.shape)
+                torch.matmul(Rd.mT, a, out=hw) if hw.is_contiguous() else hw.copy_(Rd.mT @ a)
+                if Ra_in is not None:
+                    hw += d.mT @ Ra_in
+                if b is not None:
+                    torch.sum(Rd, 1, out=out[:, ob : ob + b.numel()]) if c == 1 else out[:, ob : ob + b.numel()].copy_(Rd.sum(1))
+                if i > self._first:
+                    Vw = V[:, ow : ow + W.numel()].view(c, *W.shape)
+                    Rd = Rd @ W + d @ Vw
+            elif st[0] == "mask":
+                Rd = Rd * st[1]
+            else:
+                Rd = Rd.reshape(c, *st[1])
+        return out
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_products += 1
+        return self._products(v.reshape(1, -1))[0]
+
+    def batch(self, V: torch.Tensor) -> torch.Tensor:
+        """``V @ H`` for a block of row vectors ``V`` (shape ``[b, p]``): ``b`` products."""
+        self.n_products += V.shape[0]
+        return torch.cat([self._products(c) for c in V.split(self.chunk)])
 
 
 class MatrixHVP:
@@ -315,8 +496,8 @@ def _gaussian(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
 
 
 def _rademacher(shape, generator: torch.Generator, dtype, device) -> torch.Tensor:
-    z = torch.randint(0, 2, shape, generator=generator, device=generator.device).to(device, dtype)
-    return 2 * z - 1
+    z = torch.randint(0, 2, shape, generator=generator, device=generator.device, dtype=dtype)
+    return z.mul_(2).sub_(1).to(device)
 
 
 def _start_vector(v0, generator, p: int, dtype, device) -> torch.Tensor:
@@ -406,68 +587,87 @@ def lanczos(
     V = torch.zeros(m_max + 1, p, dtype=dtype, device=device)  # rows: the Lanczos basis
     v = _start_vector(v0, gen, p, dtype, device)
     V[0] = v / v.norm()
-    anorm = torch.zeros((), dtype=dtype, device=device)  # running max of ‖Hv‖
-    floor = eps ** (2 / 3)  # a coupling below floor·‖H‖ is a breakdown
-    # The projection VᵀHV is an arrow (restart block: diag(θ_kept) bordered by s in row/column
-    # `kept`) followed by a tridiagonal (α on the diagonal, β beside it). Per step only α and β
-    # are recorded (as 0-d tensors: no host synchronisation); T is assembled at the checks.
-    kept = 0
-    theta_kept = s_kept = None
-    alphas: list[torch.Tensor] = []
-    betas: list[torch.Tensor] = []
+    rows = V.unbind(0)
+    views: dict[int, tuple] = {}  # j -> rows [0, j], rows j − 1 and j, and their transposes
 
-    def projection(j: int) -> torch.Tensor:
-        T = torch.zeros(j, j, dtype=dtype, device=device)
-        a, b = torch.stack(alphas), torch.stack(betas)[:-1]
-        T[kept:, kept:] = torch.diag(a) + torch.diag(b, 1) + torch.diag(b, -1)
+    def views_at(i: int) -> tuple:
+        if i not in views:
+            pre, pair = V[: i + 1], V[max(i - 1, 0) : i + 1]
+            views[i] = (pre, pre.mT, pair, pair.mT)
+        return views[i]
+
+    floor = eps ** (2 / 3)  # a coupling below floor·‖H‖ is a breakdown
+    tiny = torch.finfo(dtype).tiny
+    # The projection VᵀHV is an arrow (restart block: diag(θ_kept) bordered by s in row/column
+    # `kept`) followed by a tridiagonal (α on the diagonal, β beside it). The hot loop only keeps
+    # each step's Gram–Schmidt coefficients and β as tensors on the device (no host
+    # synchronisation, no further operations); at a check they come to the host in one
+    # transfer, where α is read off and the small projected problem is solved.
+    kept = 0
+    theta_kept = s_kept = None  # host arrays
+    a_host: list[float] = []  # α and β of the current tridiagonal run, on the host
+    b_host: list[float] = []
+    anorm_host = 0.0  # ‖H‖ ≥ max |α|, β seen so far
+    last = None  # (products, worst residual / threshold) at the previous check
+
+    def projection(j: int) -> np.ndarray:
+        T = np.zeros((j, j))
+        t = np.arange(kept, j)
+        T[t, t] = a_host
+        T[t[:-1], t[:-1] + 1] = T[t[:-1] + 1, t[:-1]] = b_host[:-1]
         if kept:
-            T[:kept, :kept] = torch.diag(theta_kept)
-            T[kept, :kept] = s_kept
-            T[:kept, kept] = s_kept
+            T[:kept, :kept] = np.diag(theta_kept)
+            T[kept, :kept] = T[:kept, kept] = s_kept
         return T
 
     j = 0  # current basis size
     products = restarts = 0
     since_breakdown, needed = 0, 0  # steps of the current Krylov sequence; steps it must run
-    scanned = 0
+    interval = check_every
     while True:
-        stop = min(j + check_every, m_max, j + max(max_products - products, 1))
+        # steps until the next check: `interval`, but no check before k vectors exist
+        stop = min(max(j + interval, k), m_max, j + max(max_products - products, 1))
+        hs, h2s, bs = [], [], []
         while j < stop:  # the hot loop: no host synchronisation
-            w = hvp(V[j])
+            w = hvp(rows[j])
             products += 1
-            anorm = torch.maximum(anorm, torch.linalg.vector_norm(w))
-            Vj = V[: j + 1]
+            pre, pre_t, pair, pair_t = views_at(j)
             if j > kept:
                 # inside a tridiagonal run: remove the recurrence's two directions first (they
                 # carry nearly all of w), then one classical Gram–Schmidt pass against the whole
                 # basis takes out the rounding-level rest
-                a = torch.dot(V[j], w)
-                w = torch.addcmul(w, V[j], a, value=-1)
-                c = torch.dot(V[j - 1], w)
-                w = torch.addcmul(w, V[j - 1], c, value=-1)
-                h2 = Vj @ w
-                w = torch.addmv(w, Vj.mT, h2, alpha=-1)
-                alphas.append(a + h2[j])
+                h = pair @ w
+                w = torch.addmv(w, pair_t, h, alpha=-1)
             else:
                 # first step of a sequence (start, restart's arrowhead): Gram–Schmidt twice
-                h = Vj @ w
-                w = torch.addmv(w, Vj.mT, h, alpha=-1)
-                h2 = Vj @ w
-                w = torch.addmv(w, Vj.mT, h2, alpha=-1)
-                alphas.append(h[j] + h2[j])
+                h = pre @ w
+                w = torch.addmv(w, pre_t, h, alpha=-1)
+            h2 = pre @ w
+            w = torch.addmv(w, pre_t, h2, alpha=-1)
             b = torch.linalg.vector_norm(w)
-            betas.append(b)
-            # after a breakdown w is rounding noise: keep it small, the check below replaces it
-            torch.div(w, torch.maximum(b, floor * anorm), out=V[j + 1])
+            hs.append(h)
+            h2s.append(h2)
+            bs.append(b)
+            # b = 0 only for w = 0; after a breakdown the check below replaces the new row
+            torch.div(w, b.clamp_min(tiny), out=rows[j + 1])
             j += 1
             since_breakdown += 1
 
+        block = torch.cat([*hs, *h2s, torch.stack(bs)]).cpu().double().numpy()
+        scanned = len(b_host)  # records before this block have been checked (and cut where needed)
+        ends = np.cumsum([h.shape[0] for h in hs]) - 1
+        ends2 = ends[-1] + np.cumsum([h.shape[0] for h in h2s])
+        new_a = block[ends] + block[ends2]  # α_j: the coefficients of v_j in both passes
+        new_b = block[ends2[-1] + 1 :]
+        a_host += new_a.tolist()
+        b_host += new_b.tolist()
+        anorm_host = max(anorm_host, float(np.abs(new_a).max()), float(new_b.max()))
         # breakdown (an invariant subspace): cut the coupling, continue with a random vector
-        bad = (torch.stack(betas[scanned:]) <= floor * anorm).nonzero()
-        if bad.numel():
-            i = scanned + int(bad[0, 0])
-            del alphas[i + 1 :], betas[i + 1 :]
-            betas[i] = torch.zeros((), dtype=dtype, device=device)
+        bad = np.flatnonzero(np.asarray(b_host[scanned:]) <= floor * anorm_host)
+        if bad.size:
+            i = scanned + int(bad[0])
+            del a_host[i + 1 :], b_host[i + 1 :]
+            b_host[i] = 0.0
             j = kept + i + 1
             V[j] = 0
             # the new sequence must run k steps before convergence is declared, so that further
@@ -478,31 +678,37 @@ def lanczos(
                 for _ in range(2):
                     r, _ = _orthogonalize(r / r.norm(), V[:j])
                 V[j] = r / r.norm()
-        scanned = len(betas)  # betas before this have been checked (and cut where needed)
 
-        theta, Y = torch.linalg.eigh(projection(j))
-        res = betas[-1].abs() * Y[j - 1].abs()
-        order = torch.argsort(sign * theta)
+        theta, Y = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(projection(j))))
+        res = abs(b_host[-1]) * np.abs(Y[j - 1])
+        order = np.argsort(sign * theta, kind="stable")
         want = order[: min(k, j)]
-        scale = torch.maximum(theta[want].abs(), eps ** (1 / 3) * anorm)
-        converged = j >= k and since_breakdown >= needed and bool((res[want] <= tol * scale).all())
+        scale = np.maximum(np.abs(theta[want]), eps ** (1 / 3) * anorm_host)
+        worst = float((res[want] / (tol * scale)).max())  # ≤ 1: every wanted pair has converged
+        converged = j >= k and since_breakdown >= needed and worst <= 1
         exhausted = j >= p  # the whole space is spanned: the projection is exact
         if converged or exhausted or products >= max_products:
             break
+        # next check: where the worst residual, falling at the rate seen since the last check,
+        # meets the tolerance (between 1 and 2·check_every products; check_every without a rate)
+        interval = check_every
+        if last is not None and 0 < worst < last[1]:
+            rate = math.log(worst / last[1]) / (products - last[0])
+            interval = min(max(math.ceil(math.log(worst) / -rate), 1), 2 * check_every)
+        last = (products, worst)
         if j < m_max:
             continue
         # thick restart: keep the best Ritz vectors and the residual direction
         best = order[:keep]
-        V[:keep] = Y[:, best].mT @ V[:j]
+        V[:keep] = torch.as_tensor(Y[:, best], dtype=dtype, device=device).mT @ V[:j]
         V[keep] = V[j]
-        theta_kept, s_kept = theta[best], betas[-1] * Y[j - 1, best]
-        alphas, betas = [], []
-        scanned = 0
+        theta_kept, s_kept = theta[best], b_host[-1] * Y[j - 1, best]
+        a_host, b_host = [], []
         j = kept = keep
         restarts += 1
 
-    vals = theta[want]
-    vecs = (Y[:, want].mT @ V[:j]).mT
+    vals = torch.as_tensor(theta[want], dtype=dtype, device=device)
+    vecs = (torch.as_tensor(Y[:, want], dtype=dtype, device=device).mT @ V[:j]).mT
     if exhausted:
         converged = True
     if exact_residuals:
@@ -510,7 +716,7 @@ def lanczos(
         products += vecs.shape[1]
         res_out = R.norm(dim=1)
     else:
-        res_out = res[want]
+        res_out = torch.as_tensor(res[want], dtype=dtype, device=device)
     return LanczosResult(vals, vecs, res_out, products, bool(converged), restarts)
 
 
@@ -594,7 +800,7 @@ def hutchinson_trace(
     n_probes: int,
     generator: torch.Generator,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> TraceEstimate:
@@ -603,11 +809,15 @@ def hutchinson_trace(
     Unbiased; its variance per probe is ``2(‖H‖_F² − Σ H_ii²)``. ``se`` is the sample sd over
     probes divided by ``√n_probes`` (NaN for one probe). There is no early stop on a tolerance
     (PyHessian stops after as few as two probes); any ``n_probes ≥ 1`` is allowed, also more than
-    ``p``. Probes go through ``hvp.batch`` in blocks of ``batch_size``.
+    ``p``. Probes are drawn and go through ``hvp.batch`` in blocks of ``batch_size`` (default:
+    the operator's ``chunk``, else 64), and only ``zᵀHz`` is kept of each: large blocks of fresh
+    ``p``-vectors cost more in first-touch page faults than they save (at p = 101,770 in float64,
+    blocks of 64 took 0.66 s for 100 probes against 0.43 s one probe at a time).
     """
     if n_probes < 1:
         raise ValueError("need at least one probe")
     dtype, device = _space(hvp, p, dtype, device)
+    batch_size = batch_size or getattr(hvp, "chunk", None) or 64
     samples = []
     done = 0
     while done < n_probes:
