@@ -1,8 +1,10 @@
 """Many independent SGD runs of one small network at once, as one batched program.
 
 Parameters of ``R`` runs are stacked along a leading dimension and every step is one
-``vmap`` over runs of ``grad`` of the minibatch loss (``torch.func``), with per-run minibatch
-indices drawn as one ``[R, m]`` tensor. Per-run minibatch loss, stochastic-gradient norm and
+``vmap`` over runs of ``grad`` of the minibatch loss (``torch.func``), or, for networks of
+Linear and elementwise layers, one batched forward pass and a hand-written reverse pass
+(batched matrix products over the runs), with per-run minibatch indices drawn as one
+``[R, m]`` tensor. Per-run minibatch loss, stochastic-gradient norm and
 the cosine between consecutive stochastic gradients are tracked at every step, the full
 training loss at chosen steps; a non-finite loss stops with a message naming the run and step.
 With ``group_size = K`` the runs are read as consecutive groups of ``K`` (e.g. ``K`` runs from
