@@ -836,7 +836,7 @@ def hutchinson_diag(
     n_probes: int,
     generator: torch.Generator,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> DiagEstimate:
@@ -844,11 +844,13 @@ def hutchinson_diag(
 
     Unbiased; coordinate ``i`` has per-probe variance ``Σ_{j≠i} H_ij²``; ``se`` is the sample sd
     per coordinate over ``√n_probes`` (NaN for one probe). Running moments are merged block by
-    block (Chan et al.), so memory is ``O(batch_size · p)`` whatever ``n_probes``.
+    block (Chan et al.), so memory is ``O(batch_size · p)`` whatever ``n_probes``; the default
+    block is the operator's ``chunk`` (else 64), as in :func:`hutchinson_trace`.
     """
     if n_probes < 1:
         raise ValueError("need at least one probe")
     dtype, device = _space(hvp, p, dtype, device)
+    batch_size = batch_size or getattr(hvp, "chunk", None) or 64
     mean = torch.zeros(p, dtype=dtype, device=device)
     m2 = torch.zeros(p, dtype=dtype, device=device)
     count = 0
