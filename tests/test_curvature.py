@@ -553,3 +553,15 @@ def test_linear_net_hvp_is_not_used_where_it_does_not_apply():
     assert isinstance(cv.HVP.from_model(relu, nn.functional.mse_loss, x, torch.randn(5, 4, dtype=F64)), cv.HVP)
     relu[0].bias.requires_grad_(False)
     assert isinstance(cv.HVP.from_model(relu, nn.functional.cross_entropy, x, y), cv.HVP)
+
+
+def test_lanczos_records_kept_on_the_device_give_the_same_result(mlp_case, monkeypatch):
+    # the GPU code path (records stay tensors until a check), exercised on the CPU
+    _, f, theta, H = mlp_case
+    op = cv.MatrixHVP(H)
+    host = cv.lanczos(op, theta.numel(), 4, max_basis=12, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(cv, "_READ_AT_ONCE", ())
+    device = cv.lanczos(op, theta.numel(), 4, max_basis=12, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(host.eigenvalues, device.eigenvalues, rtol=0, atol=0)
+    assert (host.n_products, host.n_restarts) == (device.n_products, device.n_restarts)
+    torch.testing.assert_close(device.eigenvalues, torch.linalg.eigvalsh(H).flip(0)[:4], rtol=1e-9, atol=1e-12)
