@@ -39,3 +39,11 @@ def test_peak_memory_sees_a_large_temporary():
 
     out, peak = bench.peak_memory(alloc)
     assert out == 1.0 and peak > 100e6
+
+
+def test_compare_waits_for_the_gpu(monkeypatch):
+    # the clock must not stop before queued CUDA work is done: compare synchronises around each call
+    events = []
+    monkeypatch.setattr(bench, "_synchronize", lambda: events.append("sync"))
+    bench.compare({"a": lambda: events.append("a")}, reps=2, warmup=0)
+    assert events == ["sync", "a", "sync"] * 2

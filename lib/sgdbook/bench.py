@@ -37,8 +37,18 @@ class Timing:
     result: Any
 
 
+def _synchronize() -> None:
+    """Wait for queued GPU work (a no-op where CUDA was never used in this process)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def compare(contenders: dict[str, Callable[[], Any]], reps: int = 5, warmup: int = 1) -> dict[str, Timing]:
-    """Time every contender ``reps`` times, interleaved (A B C A B C …), after ``warmup`` calls each."""
+    """Time every contender ``reps`` times, interleaved (A B C A B C …), after ``warmup`` calls each.
+
+    Where CUDA is in use the clock starts and stops only after the GPU has finished its queued
+    work, so that asynchronous kernels are counted in the call that launched them.
+    """
     results: dict[str, Any] = {}
     for _ in range(warmup):
         for name, fn in contenders.items():
@@ -46,8 +56,10 @@ def compare(contenders: dict[str, Callable[[], Any]], reps: int = 5, warmup: int
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(reps):
         for name, fn in contenders.items():
+            _synchronize()
             start = time.perf_counter()
             results[name] = fn()
+            _synchronize()
             times[name].append(time.perf_counter() - start)
     return {n: Timing(n, statistics.median(t), t, results.get(n)) for n, t in times.items()}
 
