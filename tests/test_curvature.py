@@ -553,6 +553,13 @@ def test_linear_net_hvp_is_not_used_where_it_does_not_apply():
     assert isinstance(cv.HVP.from_model(relu, nn.functional.mse_loss, x, torch.randn(5, 4, dtype=F64)), cv.HVP)
     relu[0].bias.requires_grad_(False)
     assert isinstance(cv.HVP.from_model(relu, nn.functional.cross_entropy, x, y), cv.HVP)
+    shared = nn.Linear(6, 6).double()
+    twice = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(6, 4)).double()  # one layer used twice
+    op = cv.HVP.from_model(twice, nn.functional.cross_entropy, x, y)
+    assert isinstance(op, cv.HVP)
+    f, theta = cv.flat_loss(twice, nn.functional.cross_entropy, x, y)
+    v = torch.randn(theta.numel(), dtype=F64)
+    torch.testing.assert_close(op(v), cv.full_hessian(f, theta) @ v)
 
 
 def test_lanczos_records_kept_on_the_device_give_the_same_result(mlp_case, monkeypatch):

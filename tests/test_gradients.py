@@ -194,6 +194,21 @@ def test_linear_fast_path_with_a_frozen_layer_and_its_detection():
     assert not gr.linear_fast_path_applies(hooked)
 
 
+def test_a_layer_used_twice_takes_the_general_path():
+    # weight tying: the layer's gradient sums both uses, which the per-layer path does not do
+    torch.manual_seed(0)
+    shared = nn.Linear(5, 5)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(5, 3)).double()
+    x, y = data()
+    assert not gr.linear_fast_path_applies(model)
+    before = list(model.parameters())
+    got = gr.per_example_grads(model, F.cross_entropy, x, y, chunk=3)  # three chunks, one copy
+    # torch 2.14's functional_call replaces a tied model's parameters by plain tensors: the
+    # library only lets it see a copy, so the caller's model keeps its Parameter objects
+    assert all(a is b for a, b in zip(model.parameters(), before)) and isinstance(model[0].weight, nn.Parameter)
+    torch.testing.assert_close(got, loop_grads(model, F.cross_entropy, x, y))
+
+
 # -------------------------------------------------------------------------- minibatches
 
 

@@ -292,10 +292,9 @@ class LinearNetHVP:
     _ACTS = (nn.ReLU, nn.Identity, nn.Flatten)
 
     @classmethod
-    def applies(cls, model, loss_fn, x: torch.Tensor, y: torch.Tensor) -> bool:
-        if loss_fn is not nn.functional.cross_entropy or y.ndim != 1 or y.is_floating_point():
-            return False
-        leaves = []
+    def _leaves(cls, model: nn.Module) -> list[nn.Module] | None:
+        """The layers in the order of the forward pass, or None where the class does not apply."""
+        leaves: list[nn.Module] = []
 
         def walk(mod: nn.Module) -> bool:
             if mod._forward_hooks or mod._forward_pre_hooks:
@@ -308,6 +307,17 @@ class LinearNetHVP:
             return False
 
         if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
+            return None
+        if len({id(m) for m in leaves if type(m) is nn.Linear}) != sum(type(m) is nn.Linear for m in leaves):
+            return None  # a layer used twice (shared weights)
+        return leaves
+
+    @classmethod
+    def applies(cls, model, loss_fn, x: torch.Tensor, y: torch.Tensor) -> bool:
+        if loss_fn is not nn.functional.cross_entropy or y.ndim != 1 or y.is_floating_point():
+            return False
+        leaves = cls._leaves(model)
+        if leaves is None:
             return False
         if any(not q.requires_grad or q.dtype != x.dtype or q.device != x.device for q in model.parameters()):
             return False
@@ -324,7 +334,9 @@ class LinearNetHVP:
         return ndim == 2
 
     def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None):
-        leaves = [m for m in model.modules() if type(m) is nn.Linear or type(m) in self._ACTS]
+        leaves = self._leaves(model)
+        if leaves is None:
+            raise ValueError("LinearNetHVP needs an nn.Sequential of Linear, ReLU, Identity and Flatten layers")
         offsets, at = {}, 0
         for q in model.parameters():
             offsets[id(q)] = at

@@ -151,8 +151,11 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
     if not named:
         raise ValueError("the model has no parameter that requires grad")
     module = model
-    if _has_bn(model):
-        if per_example and bn_mode == "batch":
+    # a module reached twice (tied weights): torch 2.14's functional_call leaves such a model's
+    # parameters replaced by plain tensors afterwards, so it only ever sees a copy
+    shared = sum(1 for _ in model.named_modules(remove_duplicate=False)) != sum(1 for _ in model.named_modules())
+    if _has_bn(model) or shared:
+        if _has_bn(model) and per_example and bn_mode == "batch":
             raise ValueError(
                 "per-example gradients of a network with batch normalisation are not defined "
                 "with per-batch statistics (each example's loss depends on the others): pass "
@@ -162,6 +165,7 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
         # copy's modules are changed, so the caller's model keeps its modes and running statistics
         memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
         module = copy.deepcopy(model, memo)
+    if _has_bn(model):
         if bn_mode == "batch":
             replace_all_batch_norm_modules_(module)
         else:
@@ -263,6 +267,9 @@ def _linear_leaves(model: nn.Module) -> list[nn.Module] | None:
 
     if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
         return None
+    linears = [id(m) for m in leaves if type(m) is nn.Linear]
+    if len(set(linears)) != len(linears):
+        return None  # a layer used twice (shared weights): its gradient sums two uses
     return leaves
 
 
