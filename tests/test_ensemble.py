@@ -216,3 +216,22 @@ def test_linear_fast_path_with_a_wide_first_layer_and_an_even_run_count():
     for name in ("loss", "grad_norm", "grad_var", "full_loss"):
         torch.testing.assert_close(getattr(fast, name), getattr(slow, name), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fast.cos_prev[1:], slow.cos_prev[1:], rtol=1e-12, atol=1e-12)
+
+
+def test_a_tied_base_model_is_left_alone():
+    # torch 2.14's functional_call replaces the parameters of a model that uses a module twice;
+    # the runner and the evaluator hand it a tensor-sharing copy instead
+    def make(g):
+        torch.manual_seed(int(torch.randint(0, 1000, (1,), generator=g)))
+        shared = nn.Linear(4, 4)
+        return nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(4, 3)).double()
+
+    base = make(torch.Generator().manual_seed(0))
+    _, params, _ = ensemble.stacked_init(make, 3, torch.Generator().manual_seed(1))
+    x, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    before = list(base.parameters())
+    res = ensemble.ensemble_sgd(base, params, x, y, nn.functional.cross_entropy, lr=0.1, batch_size=4, steps=3,
+                                generator=torch.Generator().manual_seed(2), eval_every=1)
+    ensemble.evaluate_runs(base, res.params, x, y)
+    assert all(a is b for a, b in zip(base.parameters(), before)) and isinstance(base[0].weight, nn.Parameter)
+    assert torch.isfinite(res.full_loss).all()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vjp, vmap
 
-from .gradients import _linear_leaves
+from .gradients import _linear_leaves, call_safe
 
 
 class EnsembleDivergenceError(FloatingPointError):
@@ -209,6 +209,7 @@ def ensemble_sgd(
     device = x.device
     buffers = buffers or {}
     params = {k: v.detach().clone() for k, v in params.items()}
+    base = call_safe(base)
 
     def loss_one(p, b, xb, yb):
         return loss_fn(functional_call(base, (p, b), (xb,)), yb)
@@ -315,6 +316,7 @@ def evaluate_runs(
         raise ValueError(f"x and y must hold the same positive number of examples, got {x.shape[0]} and {y.shape[0]}")
     buffers = buffers or {}
     bdim = 0 if buffers else None
+    base = call_safe(base)
 
     def one(p, b, xb, yb):
         out = functional_call(base, (p, b), (xb,))

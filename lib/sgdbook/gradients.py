@@ -142,6 +142,22 @@ def _has_bn(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+def reaches_a_module_twice(model: nn.Module) -> bool:
+    """Whether some submodule is used at two places (tied weights).
+
+    torch 2.14's ``functional_call`` leaves such a model's parameters replaced by plain tensors
+    afterwards (even outside ``vmap``), so the library hands it only a copy (:func:`call_safe`).
+    """
+    return sum(1 for _ in model.named_modules(remove_duplicate=False)) != sum(1 for _ in model.named_modules())
+
+
+def call_safe(model: nn.Module) -> nn.Module:
+    """``model``, or where it reaches a module twice a copy sharing all its tensors, for ``functional_call``."""
+    if not reaches_a_module_twice(model):
+        return model
+    return copy.deepcopy(model, {id(t): t for t in [*model.parameters(), *model.buffers()]})
+
+
 def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
     if bn_mode == "train":  # the name sgdbook.curvature uses for the same mode
         bn_mode = "batch"
@@ -151,10 +167,7 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
     if not named:
         raise ValueError("the model has no parameter that requires grad")
     module = model
-    # a module reached twice (tied weights): torch 2.14's functional_call leaves such a model's
-    # parameters replaced by plain tensors afterwards, so it only ever sees a copy
-    shared = sum(1 for _ in model.named_modules(remove_duplicate=False)) != sum(1 for _ in model.named_modules())
-    if _has_bn(model) or shared:
+    if _has_bn(model) or reaches_a_module_twice(model):
         if _has_bn(model) and per_example and bn_mode == "batch":
             raise ValueError(
                 "per-example gradients of a network with batch normalisation are not defined "
