@@ -22,7 +22,6 @@ and moved to the operator's); no function touches the global RNG.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from .gradients import _linear_leaves, sharing_copy
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -155,9 +156,7 @@ def flat_loss(
     sizes = [q.numel() for _, q in named]
     theta0 = torch.cat([q.detach().reshape(-1) for _, q in named]).clone()
 
-    # the copy shares every tensor with the model (memo), so it costs no parameter memory
-    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    clone = copy.deepcopy(model, memo)
+    clone = sharing_copy(model)  # shares every tensor with the model: no parameter memory
     clone.eval()
     if has_bn and bn_mode == "train":
         torch.func.replace_all_batch_norm_modules_(clone)  # drops the copy's running stats only
@@ -173,6 +172,12 @@ def flat_loss(
 
 
 # ----------------------------------------------------------------------------- operators
+
+
+def _default_chunk(p: int, itemsize: int, device: torch.device) -> int:
+    """Rows per batched product (see :class:`HVP`): on the CPU as many ``p``-vectors as fit in
+    1 MiB, at most 32; 16 elsewhere."""
+    return max(1, min(32, (1 << 20) // (p * itemsize))) if device.type == "cpu" else 16
 
 
 class HVP:
@@ -211,10 +216,7 @@ class HVP:
         self.p = self.theta.numel()
         self.dtype = self.theta.dtype
         self.device = self.theta.device
-        if chunk is None:
-            per_row = self.p * self.theta.element_size()
-            chunk = max(1, min(32, (1 << 20) // per_row)) if self.device.type == "cpu" else 16
-        self.chunk = int(chunk)
+        self.chunk = int(chunk or _default_chunk(self.p, self.theta.element_size(), self.device))
         self.n_products = 0
         with torch.enable_grad():
             loss = f(self._leaf)
@@ -296,22 +298,9 @@ class LinearNetHVP:
     @classmethod
     def _leaves(cls, model: nn.Module) -> list[nn.Module] | None:
         """The layers in the order of the forward pass, or None where the class does not apply."""
-        leaves: list[nn.Module] = []
-
-        def walk(mod: nn.Module) -> bool:
-            if mod._forward_hooks or mod._forward_pre_hooks:
-                return False
-            if type(mod) is nn.Sequential:
-                return all(walk(c) for c in mod)
-            if type(mod) is nn.Linear or type(mod) in cls._ACTS:
-                leaves.append(mod)
-                return True
-            return False
-
-        if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
+        leaves = _linear_leaves(model)  # None also for hooks and for a layer used twice
+        if leaves is None or any(type(m) is not nn.Linear and type(m) not in cls._ACTS for m in leaves):
             return None
-        if len({id(m) for m in leaves if type(m) is nn.Linear}) != sum(type(m) is nn.Linear for m in leaves):
-            return None  # a layer used twice (shared weights)
         return leaves
 
     @classmethod
@@ -346,12 +335,11 @@ class LinearNetHVP:
         self.p = at
         self.theta = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
         self.dtype, self.device = self.theta.dtype, self.theta.device
-        if chunk is None:
-            chunk = max(1, min(32, (1 << 20) // (self.p * self.theta.element_size()))) if self.device.type == "cpu" else 16
-        self.chunk = int(chunk)
+        self.chunk = int(chunk or _default_chunk(self.p, self.theta.element_size(), self.device))
         self.n_products = 0
         n = x.shape[0]
-        # forward: each step is ("linear", W, b, a_in, weight offset, bias offset) or ("mask", m) or ("flat", shape)
+        # forward: each step is ["linear", W, b, a_in, weight offset, bias offset, δ at its output]
+        # (δ filled in by the backward pass below), ["mask", ReLU mask] or ["flat", shape before]
         steps: list[tuple] = []
         h = x.detach()
         with torch.no_grad():
@@ -423,11 +411,11 @@ class LinearNetHVP:
                 _, W, b, a, ow, ob, d = st
                 Ra_in = r_in.pop()
                 hw = out[:, ow : ow + W.numel()].view(c, *W.shape)
-                torch.matmul(Rd.mT, a, out=hw) if hw.is_contiguous() else hw.copy_(Rd.mT @ a)
+                hw.copy_(Rd.mT @ a)  # R(δ_l)ᵀ a_{l−1}
                 if Ra_in is not None:
-                    hw += d.mT @ Ra_in
+                    hw += d.mT @ Ra_in  # δ_lᵀ R(a_{l−1})
                 if b is not None:
-                    torch.sum(Rd, 1, out=out[:, ob : ob + b.numel()]) if c == 1 else out[:, ob : ob + b.numel()].copy_(Rd.sum(1))
+                    out[:, ob : ob + b.numel()] = Rd.sum(1)
                 if i > self._first:
                     Vw = V[:, ow : ow + W.numel()].view(c, *W.shape)
                     Rd = Rd @ W + d @ Vw

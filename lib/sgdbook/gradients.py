@@ -151,11 +151,15 @@ def reaches_a_module_twice(model: nn.Module) -> bool:
     return sum(1 for _ in model.named_modules(remove_duplicate=False)) != sum(1 for _ in model.named_modules())
 
 
-def call_safe(model: nn.Module) -> nn.Module:
-    """``model``, or where it reaches a module twice a copy sharing all its tensors, for ``functional_call``."""
-    if not reaches_a_module_twice(model):
-        return model
+def sharing_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose modules are new but whose parameter and buffer tensors are the
+    model's own (nothing is duplicated): changes to the copy's modules leave the model alone."""
     return copy.deepcopy(model, {id(t): t for t in [*model.parameters(), *model.buffers()]})
+
+
+def call_safe(model: nn.Module) -> nn.Module:
+    """``model``, or where it reaches a module twice a :func:`sharing_copy`, for ``functional_call``."""
+    return sharing_copy(model) if reaches_a_module_twice(model) else model
 
 
 def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
@@ -174,10 +178,8 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
                 "with per-batch statistics (each example's loss depends on the others): pass "
                 "bn_mode='eval' to use the running statistics"
             )
-        # a copy that shares every parameter and buffer tensor (nothing is duplicated); only the
-        # copy's modules are changed, so the caller's model keeps its modes and running statistics
-        memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-        module = copy.deepcopy(model, memo)
+        # only the copy's modules are changed: the caller's model keeps its modes and statistics
+        module = sharing_copy(model)
     if _has_bn(model):
         if bn_mode == "batch":
             replace_all_batch_norm_modules_(module)
