@@ -557,7 +557,9 @@ def lanczos(
     recorded coefficients come to the host, where the ``m × m`` projection is solved (float64).
     A check comes ``check_every`` products after the first ``k``, then where the worst residual,
     extrapolated at the rate seen between the last two checks, meets the tolerance (1 to
-    ``3·check_every`` products ahead): at p ≈ 1,000 a check costs about half a product.
+    ``3·check_every`` products ahead; straight at the restart where that is fewer than
+    ``check_every`` further and convergence is not expected before it): at p ≈ 1,000 a check
+    costs about half a product.
 
     A Ritz pair ``(θ, y)`` has converged when ``‖Hy − θy‖ ≤ tol · max(|θ|, ε^{1/3}‖H‖)``
     (``ε`` the dtype's machine epsilon, ``‖H‖`` the running estimate from the products). For a
@@ -595,13 +597,13 @@ def lanczos(
     V = torch.zeros(m_max + 1, p, dtype=dtype, device=device)  # rows: the Lanczos basis
     v = _start_vector(v0, gen, p, dtype, device)
     V[0] = v / v.norm()
-    rows = V.unbind(0)
+    rows, Vt = V.unbind(0), V.mT
+    work = torch.empty(p, dtype=dtype, device=device)  # the new direction while it is orthogonalised
     views: dict[int, tuple] = {}  # j -> rows [0, j], rows j − 1 and j, and their transposes
 
     def views_at(i: int) -> tuple:
-        if i not in views:
-            pre, pair = V[: i + 1], V[max(i - 1, 0) : i + 1]
-            views[i] = (pre, pre.mT, pair, pair.mT)
+        i0 = max(i - 1, 0)
+        views[i] = (V[: i + 1], Vt[:, : i + 1], V[i0 : i + 1], Vt[:, i0 : i + 1])
         return views[i]
 
     floor = eps ** (2 / 3)  # a coupling below floor·‖H‖ is a breakdown
@@ -613,21 +615,13 @@ def lanczos(
     # transfer, where α is read off and the small projected problem is solved. On the CPU they
     # are read at once.
     kept = 0
-    theta_kept = s_kept = None  # host arrays
     a_host: list[float] = []  # α and β of the current tridiagonal run, on the host
     b_host: list[float] = []
     anorm_host = 0.0  # ‖H‖ ≥ max |α|, β seen so far
     last = None  # (products, worst residual / threshold) at the previous check
 
-    def projection(j: int) -> np.ndarray:
-        T = np.zeros((j, j))
-        t = np.arange(kept, j)
-        T[t, t] = a_host
-        T[t[:-1], t[:-1] + 1] = T[t[:-1] + 1, t[:-1]] = b_host[:-1]
-        if kept:
-            T[:kept, :kept] = np.diag(theta_kept)
-            T[kept, :kept] = T[:kept, kept] = s_kept
-        return T
+    # the projection, filled in as α and β arrive (entries beyond the basis size are stale)
+    T = np.zeros((m_max + 1, m_max + 1))
 
     j = 0  # current basis size
     products = restarts = 0
@@ -642,49 +636,59 @@ def lanczos(
         while j < stop:  # the hot loop: no host synchronisation
             w = hvp(rows[j])
             products += 1
-            pre, pre_t, pair, pair_t = views_at(j)
+            pre, pre_t, pair, pair_t = views.get(j) or views_at(j)
             if j > kept:
                 # inside a tridiagonal run: remove the recurrence's two directions first (they
                 # carry nearly all of w), then one classical Gram–Schmidt pass against the whole
                 # basis takes out the rounding-level rest
                 h = pair @ w
-                w = torch.addmv(w, pair_t, h, alpha=-1)
+                w = torch.addmv(w, pair_t, h, alpha=-1, out=work)
             else:
                 # first step of a sequence (start, restart's arrowhead): Gram–Schmidt twice
                 h = pre @ w
-                w = torch.addmv(w, pre_t, h, alpha=-1)
+                w = torch.addmv(w, pre_t, h, alpha=-1, out=work)
             h2 = pre @ w
-            w = torch.addmv(w, pre_t, h2, alpha=-1)
+            w.addmv_(pre_t, h2, alpha=-1)
             b = torch.linalg.vector_norm(w)
+            # b = 0 only for w = 0; after a breakdown the check below replaces the new row
             if on_cpu:  # reading a CPU tensor costs no synchronisation
-                a_new.append(float(h.numpy()[-1] + h2.numpy()[-1]))  # α_j: v_j's coefficients
-                b_new.append(float(b))
+                bf = float(b)
+                T[j, j] = af = h.tolist()[-1] + h2.tolist()[-1]  # α_j: v_j's coefficients in both passes
+                T[j, j + 1] = T[j + 1, j] = bf
+                a_new.append(af)
+                b_new.append(bf)
+                torch.mul(w, 1.0 / max(bf, tiny), out=rows[j + 1])
             else:
                 hs.append(h)
                 h2s.append(h2)
                 bs.append(b)
-            # b = 0 only for w = 0; after a breakdown the check below replaces the new row
-            torch.div(w, b.clamp_min(tiny), out=rows[j + 1])
+                torch.div(w, b.clamp_min(tiny), out=rows[j + 1])
             j += 1
             since_breakdown += 1
 
         scanned = len(b_host)  # records before this block have been checked (and cut where needed)
         if not on_cpu:  # one transfer per check
             block = torch.cat([*hs, *h2s, torch.stack(bs)]).cpu().double().numpy()
-            ends = np.cumsum([h.shape[0] for h in hs]) - 1
-            ends2 = ends[-1] + np.cumsum([h.shape[0] for h in h2s])
-            a_new = (block[ends] + block[ends2]).tolist()  # α_j: the coefficients of v_j in both passes
-            b_new = block[ends2[-1] + 1 :].tolist()
+            ends, at = [], -1
+            for h in (*hs, *h2s):
+                at += h.shape[0]
+                ends.append(at)
+            a_new = (block[ends[: len(hs)]] + block[ends[len(hs) :]]).tolist()  # α_j: v_j's coefficients in both passes
+            b_new = block[at + 1 :].tolist()
+            t = np.arange(j - len(a_new), j)
+            T[t, t] = a_new
+            T[t, t + 1] = T[t + 1, t] = b_new
         a_host += a_new
         b_host += b_new
         anorm_host = max(anorm_host, max(map(abs, a_new)), max(b_new))
         # breakdown (an invariant subspace): cut the coupling, continue with a random vector
-        bad = np.flatnonzero(np.asarray(b_host[scanned:]) <= floor * anorm_host)
-        if bad.size:
-            i = scanned + int(bad[0])
+        cut = floor * anorm_host
+        if min(b_new) <= cut:
+            i = scanned + next(t for t, bt in enumerate(b_new) if bt <= cut)
             del a_host[i + 1 :], b_host[i + 1 :]
             b_host[i] = 0.0
             j = kept + i + 1
+            T[j - 1, j] = T[j, j - 1] = 0.0
             V[j] = 0
             # the new sequence must run k steps before convergence is declared, so that further
             # copies of a repeated eigenvalue (invisible to the old sequence) can show up
@@ -695,7 +699,7 @@ def lanczos(
                     r, _ = _orthogonalize(r / r.norm(), V[:j])
                 V[j] = r / r.norm()
 
-        theta, Y = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(projection(j))))
+        theta, Y = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(T[:j, :j])))
         res = abs(b_host[-1]) * np.abs(Y[j - 1])
         order = np.argsort(sign * theta, kind="stable")
         want = order[: min(k, j)]
@@ -706,11 +710,16 @@ def lanczos(
         if converged or exhausted or products >= max_products:
             break
         # next check: where the worst residual, falling at the rate seen since the last check,
-        # meets the tolerance (between 1 and 3·check_every products; check_every without a rate)
+        # meets the tolerance (between 1 and 3·check_every products; check_every without a rate;
+        # at the restart, if that comes within check_every and convergence is not expected before)
         interval = check_every
         if last is not None and 0 < worst < last[1]:
             rate = math.log(worst / last[1]) / (products - last[0])
-            interval = min(max(math.ceil(math.log(worst) / -rate), 1), 3 * check_every)
+            ahead = max(math.ceil(math.log(worst) / -rate), 1)
+            interval = min(ahead, 3 * check_every)
+            # convergence expected only after the restart: no check just before it
+            if j + ahead > m_max > j + interval > m_max - check_every:
+                interval = m_max - j
         last = (products, worst)
         if j < m_max:
             continue
@@ -718,7 +727,8 @@ def lanczos(
         best = order[:keep]
         V[:keep] = torch.as_tensor(Y[:, best], dtype=dtype, device=device).mT @ V[:j]
         V[keep] = V[j]
-        theta_kept, s_kept = theta[best], b_host[-1] * Y[j - 1, best]
+        T[:keep, :keep] = np.diag(theta[best])
+        T[keep, :keep] = T[:keep, keep] = b_host[-1] * Y[j - 1, best]
         a_host, b_host = [], []
         j = kept = keep
         restarts += 1
