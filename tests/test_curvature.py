@@ -586,3 +586,20 @@ def test_lanczos_records_kept_on_the_device_through_breakdowns_and_restarts(monk
     assert device.converged and device.n_restarts > 0
     torch.testing.assert_close(device.eigenvalues, torch.full((3,), 6.5, dtype=F64))
     assert (host.n_products, host.n_restarts) == (device.n_products, device.n_restarts)
+
+
+@pytest.mark.parametrize("read_at_once", [("cpu",), ()])
+def test_lanczos_when_a_pass_removes_nearly_everything(monkeypatch, read_at_once):
+    # a start vector within 1e-9 of an eigenvector: the first Gram–Schmidt pass removes all but
+    # a 1e-9 part of H v (on the CPU the criterion then runs the second pass); the eigenpairs
+    # and their orthogonality must not suffer
+    monkeypatch.setattr(cv, "_READ_AT_ONCE", read_at_once)
+    spectrum = torch.linspace(-1.0, 3.0, 60, dtype=F64)
+    H = symmetric_with_spectrum(spectrum, seed=3)
+    evals, evecs = torch.linalg.eigh(H)
+    v0 = evecs[:, 59] + 1e-9 * torch.randn(60, dtype=F64, generator=torch.Generator().manual_seed(1))
+    r = cv.lanczos(cv.MatrixHVP(H), 60, 5, v0=v0, max_basis=20)
+    assert r.converged
+    torch.testing.assert_close(r.eigenvalues, evals.flip(0)[:5], rtol=1e-10, atol=0)
+    Q = r.eigenvectors
+    assert (Q.mT @ Q - torch.eye(5, dtype=F64)).abs().max() < 1e-12
