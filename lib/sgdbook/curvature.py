@@ -596,7 +596,7 @@ def lanczos(
     keep = min(k + (m_max - k) // 2, m_max - 1) if m_max < p else m_max
     max_products = max(20 * m_max, 2000) if max_products is None else int(max_products)
     gen = _default_generator(generator)
-    sign = -1.0 if which == "largest" else 1.0  # ordering key: sign·θ ascending
+    largest = which == "largest"
 
     V = torch.zeros(m_max + 1, p, dtype=dtype, device=device)  # rows: the Lanczos basis
     v = _start_vector(v0, gen, p, dtype, device)
@@ -631,6 +631,7 @@ def lanczos(
     j = 0  # current basis size
     products = restarts = 0
     since_breakdown, needed = 0, 0  # steps of the current Krylov sequence; steps it must run
+    probe = None  # rows of a sequence that must run `needed` steps but broke down before
     interval = check_every
     on_cpu = device.type in _READ_AT_ONCE
     while True:
@@ -662,6 +663,11 @@ def lanczos(
                 b_new.append(bf)
                 # bf = 0 only for w = 0; after a breakdown the check below replaces the new row
                 torch.mul(w, 1.0 / max(bf, tiny), out=rows[j + 1])
+                anorm_host = max(anorm_host, abs(af), bf)
+                if bf <= floor * anorm_host:  # a breakdown: to the check at once
+                    j += 1
+                    since_breakdown += 1
+                    break
             else:
                 # β is not read here, so both passes always run: inside a tridiagonal run the
                 # recurrence's two directions first (they carry nearly all of w), then the whole
@@ -700,7 +706,8 @@ def lanczos(
         anorm_host = max(anorm_host, max(map(abs, a_new)), max(b_new))
         # breakdown (an invariant subspace): cut the coupling, continue with a random vector
         cut = floor * anorm_host
-        if min(b_new) <= cut:
+        broke = min(b_new) <= cut
+        if broke:
             i = scanned + next(t for t, bt in enumerate(b_new) if bt <= cut)
             del a_host[i + 1 :], b_host[i + 1 :]
             b_host[i] = 0.0
@@ -708,7 +715,13 @@ def lanczos(
             T[j - 1, j] = T[j, j - 1] = 0.0
             V[j] = 0
             # the new sequence must run k steps before convergence is declared, so that further
-            # copies of a repeated eigenvalue (invisible to the old sequence) can show up
+            # copies of a repeated eigenvalue (invisible to the old sequence) can show up; unless
+            # the old one was itself such a sequence, broke down sooner (it spanned a whole
+            # invariant subspace: a null space does this at once) and found no wanted eigenvalue
+            # (decided below, once the wanted ones are known)
+            length = since_breakdown - (len(b_new) - 1 - (i - scanned))  # steps of the old sequence
+            if 0 < needed and length < needed and j - length > kept:
+                probe = (j - length, j)  # its rows, a block of their own in the projection
             since_breakdown, needed = 0, min(k, p - j)
             if j < p:
                 r = _gaussian((p,), gen, dtype, device)
@@ -717,11 +730,22 @@ def lanczos(
                 V[j] = r / r.norm()
 
         theta, Y = (t.numpy() for t in torch.linalg.eigh(torch.from_numpy(T[:j, :j])))
-        res = abs(b_host[-1]) * np.abs(Y[j - 1])
-        order = np.argsort(sign * theta, kind="stable")
-        want = order[: min(k, j)]
-        scale = np.maximum(np.abs(theta[want]), eps ** (1 / 3) * anorm_host)
-        worst = float((res[want] / (tol * scale)).max())  # ≤ 1: every wanted pair has converged
+        # θ comes ascending: the wanted pairs are the last (largest) or the first (smallest);
+        # the test in plain Python (a handful of numbers; numpy calls cost more here)
+        want = list(range(j - 1, j - 1 - min(k, j), -1) if largest else range(min(k, j)))
+        th, y_last = theta.tolist(), Y[j - 1].tolist()
+        beta, floor_scale = abs(b_host[-1]), eps ** (1 / 3) * anorm_host
+        res = [beta * abs(y_last[i]) for i in want]
+        thresholds = [tol * max(abs(th[i]), floor_scale) for i in want]
+        # ≤ 1: every wanted pair has converged (a zero threshold only for a zero operator)
+        worst = max(r / t if t else (0.0 if r == 0 else math.inf) for r, t in zip(res, thresholds))
+        if probe is not None:  # a probing sequence ended: were its (exact) eigenvalues all unwanted?
+            edge, margin = th[want[-1]], thresholds[-1]
+            found = np.linalg.eigvalsh(T[probe[0] : probe[1], probe[0] : probe[1]])
+            unwanted = (found < edge - margin) if largest else (found > edge + margin)
+            if j >= k and unwanted.all():
+                needed = 0
+            probe = None
         converged = j >= k and since_breakdown >= needed and worst <= 1
         exhausted = j >= p  # the whole space is spanned: the projection is exact
         if converged or exhausted or products >= max_products:
@@ -737,11 +761,13 @@ def lanczos(
             # convergence expected only after the restart: no check just before it
             if j + ahead > m_max > j + interval > m_max - check_every:
                 interval = m_max - j
+        if broke and not on_cpu:  # probing sequences often break down at once: look after one step
+            interval = 1
         last = (products, worst)
         if j < m_max:
             continue
         # thick restart: keep the best Ritz vectors and the residual direction
-        best = order[:keep]
+        best = list(range(j - 1, j - 1 - keep, -1) if largest else range(keep))
         V[:keep] = torch.as_tensor(Y[:, best], dtype=dtype, device=device).mT @ V[:j]
         V[keep] = V[j]
         T[:keep, :keep] = np.diag(theta[best])
@@ -759,7 +785,7 @@ def lanczos(
         products += vecs.shape[1]
         res_out = R.norm(dim=1)
     else:
-        res_out = torch.as_tensor(res[want], dtype=dtype, device=device)
+        res_out = torch.as_tensor(res, dtype=dtype, device=device)
     return LanczosResult(vals, vecs, res_out, products, bool(converged), restarts)
 
 
