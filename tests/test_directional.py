@@ -133,3 +133,32 @@ def test_kappa_mle_closed_form_d3(kappa):
     assert vd.kappa_mle(0.0, 3) == 0.0
     with pytest.raises(ValueError):
         vd.kappa_mle(1.0, 3)
+
+
+@pytest.mark.parametrize("d", [2, 3, 100, 1_920_000])
+def test_rbar_of_kappa_hat_inverts_kappa_hat(d):
+    assert vd.rbar_of_kappa_hat(0.0, d) == 0.0
+    for rbar in (1e-6, 0.01, 0.3, 0.9, 0.999999):
+        k = float(vd.kappa_hat(rbar, d))
+        assert vd.rbar_of_kappa_hat(k, d) == pytest.approx(rbar, rel=1e-12)
+    with pytest.raises(ValueError):
+        vd.rbar_of_kappa_hat(-1.0, d)
+    with pytest.raises(ValueError):
+        vd.rbar_of_kappa_hat(1e20 * d, d)
+
+
+def test_rayleigh_z_of_uniform_vectors_has_its_exact_mean_and_variance():
+    # n uniform unit vectors in R^d: z = (n r̄² − 1) √(d/2) has mean 0 and variance (n − 1)/n
+    d, n, reps = 40, 6, 20_000
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(reps, n, d, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True)
+    rbar = x.sum(1).norm(dim=-1) / n
+    z = vd.rayleigh_z(rbar, n, d).numpy()
+    var = (n - 1) / n
+    assert abs(z.mean()) < 4 * math.sqrt(var / reps)
+    # the sample variance's standard error from the sample fourth moment
+    se_var = math.sqrt((np.mean((z - z.mean()) ** 4) - z.var() ** 2) / reps)
+    assert abs(z.var(ddof=1) - var) < 4 * se_var
+    # a concentrated sample is rejected
+    assert vd.rayleigh_z(0.8, n, d) > 2.33

@@ -188,6 +188,31 @@ def uniform_baseline(d: int, n: int, reps: int, generator: torch.Generator) -> E
     return Estimate(float(k.mean()), sd / math.sqrt(reps), sd, reps)
 
 
+def rbar_of_kappa_hat(kappa_hat_value: float, d: int) -> float:
+    """The mean resultant length whose κ̂ is ``kappa_hat_value``: the root in ``[0, 1)`` of
+    ``r̄ (d − r̄²) / (1 − r̄²) = κ̂`` (κ̂ rises from 0 to ∞ there, see :func:`kappa_hat_derivative`)."""
+    k = float(kappa_hat_value)
+    if not k >= 0:
+        raise ValueError(f"need kappa_hat >= 0, got {kappa_hat_value}")
+    if k == 0:
+        return 0.0
+    hi = 1.0 - 1e-16  # the largest float64 below 1
+    if kappa_hat(hi, d) < k:  # κ̂ beyond about 4.5e15·d
+        raise ValueError(f"kappa_hat = {k} needs rbar closer to 1 than float64 resolves (d = {d})")
+    return float(optimize.brentq(lambda r: kappa_hat(r, d) - k, 0.0, hi, xtol=1e-18, rtol=8.9e-16))
+
+
+def rayleigh_z(rbar, n: int, d: int):
+    """Rayleigh's test of uniformity on the sphere, standardised: ``z = (n r̄² − 1) √(d/2)``.
+
+    For ``n`` independent uniform unit vectors in ``R^d``, ``n r̄² = ‖S‖²/n`` has mean 1 and
+    variance ``2 (n − 1) / (n d)`` exactly (``‖S‖² = n + 2 Σ_{i<j} ⟨x_i, x_j⟩``, uncorrelated
+    terms of variance ``1/d``), so ``z`` has mean 0 and variance ``(n − 1)/n``; ``n d r̄²`` tends
+    to ``χ²_d`` and ``z`` to a standard normal as ``d`` grows. A large ``z`` rejects uniformity.
+    """
+    return (n * rbar**2 - 1) * math.sqrt(d / 2)
+
+
 def kappa_hat_derivative(rbar, d: int):
     """``dκ̂/dr̄ = (r̄⁴ + (d − 3) r̄² + d) / (1 − r̄²)²`` (the correct form of Lemma 1's derivative)."""
     return (rbar**4 + (d - 3) * rbar**2 + d) / (1 - rbar**2) ** 2
