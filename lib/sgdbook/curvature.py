@@ -598,9 +598,9 @@ def lanczos(
     gen = _default_generator(generator)
     largest = which == "largest"
 
-    V = torch.zeros(m_max + 1, p, dtype=dtype, device=device)  # rows: the Lanczos basis
+    V = torch.empty(m_max + 1, p, dtype=dtype, device=device)  # rows: the basis (row j written before use)
     v = _start_vector(v0, gen, p, dtype, device)
-    V[0] = v / v.norm()
+    torch.div(v, v.norm(), out=V[0])
     rows, Vt = V.unbind(0), V.mT
     work = torch.empty(p, dtype=dtype, device=device)  # the new direction while it is orthogonalised
     views: dict[int, tuple] = {}  # j -> rows [0, j], rows j − 1 and j, and their transposes
