@@ -171,8 +171,9 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
     if not named:
         raise ValueError("the model has no parameter that requires grad")
     module = model
-    if _has_bn(model) or reaches_a_module_twice(model):
-        if _has_bn(model) and per_example and bn_mode == "batch":
+    has_bn = _has_bn(model)
+    if has_bn or reaches_a_module_twice(model):
+        if has_bn and per_example and bn_mode == "batch":
             raise ValueError(
                 "per-example gradients of a network with batch normalisation are not defined "
                 "with per-batch statistics (each example's loss depends on the others): pass "
@@ -180,7 +181,7 @@ def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
             )
         # only the copy's modules are changed: the caller's model keeps its modes and statistics
         module = sharing_copy(model)
-    if _has_bn(model):
+    if has_bn:
         if bn_mode == "batch":
             replace_all_batch_norm_modules_(module)
         else:
