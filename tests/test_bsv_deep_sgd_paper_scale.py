@@ -5,8 +5,8 @@ grid and schedule, and run one lockstep step on CPU with a few runs instead of 1
 import pytest
 import torch
 
-from sgdbook import deeplinear_sgd as dl
-from sgdbook.configs.bsv_deep_sgd import DEEP_SGD
+from sgdbook.papers.batch_size_variance import deeplinear_sgd as dl
+from sgdbook.papers.batch_size_variance.settings.deep_linear_sgd import SETTINGS as DEEP_SGD
 
 
 @pytest.mark.parametrize("prefix", ["", "deep_"])

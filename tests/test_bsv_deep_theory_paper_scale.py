@@ -7,9 +7,9 @@ from fractions import Fraction
 import torch
 
 from sgdbook import data
-from sgdbook import deeplinear as dl
-from sgdbook import linreg as lr
-from sgdbook.configs.bsv_deep_theory import DEEP_THEORY
+from sgdbook.papers.batch_size_variance import deeplinear as dl
+from sgdbook.papers.batch_size_variance import linreg as lr
+from sgdbook.papers.batch_size_variance.settings.deep_linear_theory import SETTINGS as DEEP_THEORY
 
 DT = torch.float64
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from sgdbook import distort, ensemble
-from sgdbook.configs.bsv_mlp import BSV_MLP, PAPER_WIDTHS, make_model, to_inputs, widths
+from sgdbook.papers.batch_size_variance.mlp import PAPER_WIDTHS, make_model, to_inputs, widths
+from sgdbook.papers.batch_size_variance.settings.mlp_classification import SETTINGS as BSV_MLP
 from sgdbook.models import count_parameters
 
 

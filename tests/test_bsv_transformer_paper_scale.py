@@ -3,8 +3,8 @@ transformer and data shapes and run ONE lockstep Adam step of 2 runs on CPU."""
 
 import torch
 
-from sgdbook import seqmodels as sm
-from sgdbook.configs.bsv_transformer import TRANSFORMER
+from sgdbook.papers.batch_size_variance import seqmodels as sm
+from sgdbook.papers.batch_size_variance.settings.transformer_adam import SETTINGS as TRANSFORMER
 from sgdbook.models import count_parameters
 
 

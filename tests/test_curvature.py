@@ -14,6 +14,8 @@ import pytest
 import torch
 from scipy.linalg import subspace_angles
 from sgdbook import curvature as cv
+from sgdbook.functional import flat_loss
+from sgdbook.curvature.stochastic import _lanczos_tridiag
 from torch import nn
 
 F64 = torch.float64
@@ -56,7 +58,7 @@ def assert_untouched(model, before, training):
 def mlp_case():
     model = tiny_mlp()
     x, y = data()
-    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    f, theta = flat_loss(model, nn.functional.cross_entropy, x, y)
     H = cv.full_hessian(f, theta)
     return model, f, theta, H
 
@@ -76,7 +78,7 @@ def test_flat_loss_is_the_loss_and_leaves_the_model_alone():
     model.train()
     x, y = data()
     before = state_of(model)
-    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    f, theta = flat_loss(model, nn.functional.cross_entropy, x, y)
     assert theta.shape == (sum(p.numel() for p in model.parameters()),) and not theta.requires_grad
     torch.testing.assert_close(f(theta), nn.functional.cross_entropy(model(x), y))
     op = cv.HVP(f, theta)
@@ -161,7 +163,7 @@ def test_batch_norm_modes(bn_mode):
     model.eval() if bn_mode == "train" else model.train()  # the caller's mode must not matter
     training = model.training
     before = state_of(model)
-    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y, bn_mode=bn_mode)
+    f, theta = flat_loss(model, nn.functional.cross_entropy, x, y, bn_mode=bn_mode)
     reference = copy.deepcopy(model)
     reference.train(bn_mode == "train")
     with torch.no_grad():
@@ -185,9 +187,9 @@ def test_batch_norm_mode_must_be_stated():
     model = bn_mlp()
     x, y = data(n=8, d=5, c=3)
     with pytest.raises(ValueError, match="bn_mode"):
-        cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+        flat_loss(model, nn.functional.cross_entropy, x, y)
     with pytest.raises(ValueError, match="bn_mode"):
-        cv.flat_loss(model, nn.functional.cross_entropy, x, y, bn_mode="training")
+        flat_loss(model, nn.functional.cross_entropy, x, y, bn_mode="training")
 
 
 def test_dtype_and_device_follow_the_parameters():
@@ -352,7 +354,7 @@ def test_lanczos_quadrature_is_exact_for_low_moments(mlp_case):
     V0 = torch.randn(3, p, generator=g, dtype=F64)
     V0 = V0 / V0.norm(dim=1, keepdim=True)
     m = 8
-    theta, Y = torch.linalg.eigh(cv._lanczos_tridiag(cv.MatrixHVP(H), V0, m, True))
+    theta, Y = torch.linalg.eigh(_lanczos_tridiag(cv.MatrixHVP(H), V0, m, True))
     w = Y[:, 0, :] ** 2
     torch.testing.assert_close(w.sum(1), torch.ones(3, dtype=F64))
     Hk = torch.eye(p, dtype=F64)
@@ -488,7 +490,8 @@ def test_curvature_on_cuda():
 def test_residual_operator_is_the_hessian_papers_h_p():
     # Proposition 1 of the Hessian paper, checked independently: M − H = (1/n) Σ ∇²p_i / p_i
     from sgdbook.curvature import HVP, ResidualOperator, full_hessian
-    from sgdbook.gradients import flat_parameters, second_moment_operator, unflatten
+    from sgdbook.functional import flat_parameters, unflatten
+    from sgdbook.gradients import second_moment_operator
 
     g = torch.Generator().manual_seed(11)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3)).double()
@@ -509,7 +512,7 @@ def test_residual_operator_is_the_hessian_papers_h_p():
     torch.testing.assert_close(op(eye[3]), dense[3], rtol=1e-12, atol=1e-12)
     from sgdbook.gradients import second_moment_matrix
 
-    f, _ = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    f, _ = flat_loss(model, nn.functional.cross_entropy, x, y)
     M = second_moment_matrix(model, nn.functional.cross_entropy, x, y)
     torch.testing.assert_close(M - full_hessian(f, theta), dense, rtol=1e-9, atol=1e-10)
     assert float(dense.norm()) > 0.1 * float(M.norm())  # away from a minimum H_p is far from negligible
@@ -532,7 +535,7 @@ def test_linear_net_hvp_equals_the_autograd_graph_and_the_dense_hessian(make, sh
     fast = cv.HVP.from_model(model, nn.functional.cross_entropy, x, y, chunk=3)
     slow = cv.HVP.from_model(model, nn.functional.cross_entropy, x, y, fast_path=False)
     assert isinstance(fast, cv.LinearNetHVP) and isinstance(slow, cv.HVP)
-    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    f, theta = flat_loss(model, nn.functional.cross_entropy, x, y)
     H = cv.full_hessian(f, theta)
     torch.testing.assert_close(fast.theta, theta)
     torch.testing.assert_close(fast.loss, slow.loss, rtol=1e-13, atol=1e-13)
@@ -557,7 +560,7 @@ def test_linear_net_hvp_is_not_used_where_it_does_not_apply():
     twice = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(6, 4)).double()  # one layer used twice
     op = cv.HVP.from_model(twice, nn.functional.cross_entropy, x, y)
     assert isinstance(op, cv.HVP)
-    f, theta = cv.flat_loss(twice, nn.functional.cross_entropy, x, y)
+    f, theta = flat_loss(twice, nn.functional.cross_entropy, x, y)
     v = torch.randn(theta.numel(), dtype=F64)
     torch.testing.assert_close(op(v), cv.full_hessian(f, theta) @ v)
 
@@ -567,7 +570,7 @@ def test_lanczos_records_kept_on_the_device_give_the_same_result(mlp_case, monke
     _, f, theta, H = mlp_case
     op = cv.MatrixHVP(H)
     host = cv.lanczos(op, theta.numel(), 4, max_basis=12, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(cv, "_READ_AT_ONCE", ())
+    monkeypatch.setattr(cv.eigen, "_READ_AT_ONCE", ())
     device = cv.lanczos(op, theta.numel(), 4, max_basis=12, generator=torch.Generator().manual_seed(0))
     # the same iteration: the host path divides by β read as a float, the device path by β as
     # a tensor (the last bit of the basis may differ)
@@ -581,7 +584,7 @@ def test_lanczos_records_kept_on_the_device_through_breakdowns_and_restarts(monk
     spectrum = torch.arange(1.0, 11.0, dtype=F64).repeat_interleave(5) - 3.5
     H = symmetric_with_spectrum(spectrum, seed=2)
     host = cv.lanczos(cv.MatrixHVP(H), 50, 3, "largest", max_basis=20)
-    monkeypatch.setattr(cv, "_READ_AT_ONCE", ())
+    monkeypatch.setattr(cv.eigen, "_READ_AT_ONCE", ())
     device = cv.lanczos(cv.MatrixHVP(H), 50, 3, "largest", max_basis=20)
     assert device.converged and device.n_restarts > 0
     torch.testing.assert_close(device.eigenvalues, torch.full((3,), 6.5, dtype=F64))
@@ -597,7 +600,7 @@ def test_lanczos_from_a_start_close_to_an_invariant_subspace(monkeypatch, read_a
     # pass removes most of H v; the basis, hence the eigenvectors, must stay orthogonal (with a
     # second pass only where the first took the norm down by more than 100, they drifted to
     # 6e-12 for dim = 5)
-    monkeypatch.setattr(cv, "_READ_AT_ONCE", read_at_once)
+    monkeypatch.setattr(cv.eigen, "_READ_AT_ONCE", read_at_once)
     spectrum = torch.linspace(-1.0, 3.0, 60, dtype=F64)
     H = symmetric_with_spectrum(spectrum, seed=3)
     evals, evecs = torch.linalg.eigh(H)
@@ -618,7 +621,7 @@ def test_lanczos_on_a_low_rank_operator(which, k, read_at_once, monkeypatch):
     # (the null space); the null space's copies of 0 must be found where they are wanted, and
     # not searched for where they are not (also on the device path, which notices breakdowns
     # only at its checks)
-    monkeypatch.setattr(cv, "_READ_AT_ONCE", read_at_once)
+    monkeypatch.setattr(cv.eigen, "_READ_AT_ONCE", read_at_once)
     g = torch.Generator().manual_seed(0)
     X = torch.randn(100, 5, generator=g, dtype=F64)
     spectrum = torch.cat([torch.linalg.eigvalsh(X.mT @ X), torch.zeros(35, dtype=F64)])

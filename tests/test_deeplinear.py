@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sgdbook import deeplinear as dl
+from sgdbook.papers.batch_size_variance import deeplinear as dl
 
 DT = torch.float64
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sgdbook import deeplinear_sgd as dl
+from sgdbook.papers.batch_size_variance import deeplinear_sgd as dl
 
 F64 = torch.float64
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sgdbook import directional as vd
+from sgdbook import functional as fn
 from sgdbook import gradients as gr
-from sgdbook.models import PaperCNN, mlp
+from sgdbook.models import mlp
+from sgdbook.papers.vmf_directional.models import PaperCNN
 from torch import nn
 
 DT = torch.float64
@@ -80,7 +82,7 @@ def test_per_example_grads_match_a_loop(method):
     model = tanh_net()
     x, y = data()
     G = gr.per_example_grads(model, F.cross_entropy, x, y, method=method)
-    assert G.shape == (7, gr.flat_parameters(model).numel()) and G.dtype == DT
+    assert G.shape == (7, fn.flat_parameters(model).numel()) and G.dtype == DT
     torch.testing.assert_close(G, loop_grads(model, F.cross_entropy, x, y), rtol=1e-12, atol=1e-14)
 
 
@@ -463,12 +465,12 @@ def test_nothing_is_left_behind():
     gr.per_example_grads(model, F.cross_entropy, x, y, method="vmap")
     gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 10, torch.Generator().manual_seed(0))
     gr.full_gradient(model, F.cross_entropy, x, y)
-    gr.second_moment_operator(model, F.cross_entropy, x, y) @ gr.flat_parameters(model)
+    gr.second_moment_operator(model, F.cross_entropy, x, y) @ fn.flat_parameters(model)
     with torch.no_grad():  # works under no_grad too
         gr.per_example_grads(model, F.cross_entropy, x, y, method="linear")
     assert_untouched(model, before, modes)
     assert [p.requires_grad for p in model.parameters()] == flags
-    views = gr.unflatten(model, gr.flat_parameters(model))
+    views = fn.unflatten(model, fn.flat_parameters(model))
     for k, p in model.named_parameters():
         torch.testing.assert_close(views[k], p.detach(), rtol=0, atol=0)
 
@@ -527,7 +529,7 @@ def test_gradients_on_cuda():
 
 
 def test_fresh_buffer_large_and_small():
-    from sgdbook.gradients import fresh_buffer
+    from sgdbook.functional import fresh_buffer
 
     for rows, cols in [(3, 5), (64, 200_000)]:  # 51 MB: the huge-page branch on Linux
         buf = fresh_buffer(rows, cols, torch.float32, "cpu")

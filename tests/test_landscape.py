@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sgdbook import landscape, models
-from sgdbook.gradients import flat_parameters, unflatten
+from sgdbook.functional import flat_parameters, unflatten
 
 F64 = torch.float64
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from sgdbook import ledger as lg
-from sgdbook import report
+from sgdbook.book import ledger as lg
+from sgdbook.book import report
 
 
 @pytest.fixture
@@ -21,7 +21,8 @@ def test_record_writes_plain_json(build):
     recs = json.loads(path.read_text())
     assert len(recs) == 1
     rec = recs[0]
-    assert set(rec) == {"paper", "id", "verdict", "criterion", "evidence", "scale", "device", "seconds", "notebook"}
+    assert set(rec) == {"paper", "id", "verdict", "criterion", "evidence", "scale", "device", "seconds", "notebook",
+                        "basis", "why", "decide", "pilot"}
     assert rec["evidence"] == {"p": 0.5, "z": [1.0, 2.0], "n": 3}
     assert rec["scale"] == "smoke" and rec["device"] == "cpu" and rec["notebook"] == "01_test"
     assert "reproduced" in led.box("table1").data
@@ -37,6 +38,27 @@ def test_record_rejects_unknown_id_verdict_and_empty_criterion(build):
         led.record("table1", "reproduced", "  ", {})
     with pytest.raises(lg.LedgerError, match="not a number"):
         led.record("table1", "reproduced", "c", {"x": object()})
+
+
+def test_inconclusive_needs_why_and_what_would_decide_it(build):
+    led = lg.Ledger("vmf-directional", "01_test", "smoke", "cpu")
+    with pytest.raises(lg.LedgerError, match="why"):
+        led.record("table1", "inconclusive", "c", {}, decide="more seeds")
+    with pytest.raises(lg.LedgerError, match="decide"):
+        led.record("table1", "inconclusive", "c", {}, why="4 seeds cannot resolve a 5 % effect")
+    with pytest.raises(lg.LedgerError, match="basis"):
+        led.record("table1", "reproduced", "c", {}, basis="vibes")
+    rec = led.record("table1", "inconclusive", "c", {"n": 4}, why="this scale: 4 seeds", decide="16 seeds")
+    assert rec.why and rec.decide
+    box = led.box("table1").data
+    assert "What would decide it" in box and "16 seeds" in box
+    assert lg.validate(lg.read_records("smoke")) == []
+    # an old record without the optional fields still validates; an inconclusive one without `decide` does not
+    old = [{"paper": "vmf-directional", "id": "fig8", "verdict": "reproduced", "criterion": "c", "evidence": {},
+            "scale": "smoke", "device": "cpu", "seconds": 0.0, "notebook": "x"}]
+    assert lg.validate(old) == []
+    bad = [dict(old[0], verdict="inconclusive", why="w")]
+    assert any("decide" in p for p in lg.validate(bad))
 
 
 def test_unknown_scale_and_paper():

@@ -6,7 +6,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from sgdbook import linreg as lr
+from sgdbook.papers.batch_size_variance import linreg as lr
 
 
 def _toy(n=5, p=2, seed=0):

@@ -3,11 +3,12 @@ import torch
 from torch import nn
 
 from sgdbook import models, training
+from sgdbook.papers.vmf_directional import models as vmf_models
 
 
-@pytest.mark.parametrize("name,count", sorted(models.VMF_PARAMETER_COUNTS.items()))
+@pytest.mark.parametrize("name,count", sorted(vmf_models.VMF_PARAMETER_COUNTS.items()))
 def test_vmf_models_have_the_papers_parameter_counts(name, count):
-    model = models.vmf_model(name, torch.Generator().manual_seed(0))
+    model = vmf_models.vmf_model(name, torch.Generator().manual_seed(0))
     assert models.count_parameters(model) == count
     x = torch.rand(2, 1, 28, 28) if "FNN" in name else torch.rand(2, 3, 32, 32)
     assert model(x).shape == (2, 10)
@@ -27,7 +28,7 @@ def test_initialisation_is_seeded_and_xavier():
 def test_residual_shortcut_pads_and_subsamples():
     x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
     like = torch.zeros(2, 5, 2, 2)
-    s = models._shortcut(x, like)
+    s = vmf_models._shortcut(x, like)
     assert s.shape == like.shape
     assert torch.equal(s[:, :3], x[:, :, ::2, ::2]) and (s[:, 3:] == 0).all()
 
@@ -95,10 +96,10 @@ def test_bad_shapes_are_reported():
 
 
 def test_model_data_mismatch_is_a_clear_error():
-    model = models.vmf_model("FNN")
+    model = vmf_models.vmf_model("FNN")
     with pytest.raises(ValueError, match=r"does not fit the data: inputs of shape \(3, 32, 32\).*784 input features"):
         training.check_model_data(model, torch.rand(4, 3, 32, 32))
-    cnn = models.vmf_model("CNN")
+    cnn = vmf_models.vmf_model("CNN")
     with pytest.raises(ValueError, match="3 input channels"):
         training.check_model_data(cnn, torch.rand(4, 1, 28, 28))
 

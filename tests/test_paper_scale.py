@@ -4,7 +4,7 @@ and run one step of it on CPU."""
 import torch
 
 from sgdbook import directional as vd
-from sgdbook.configs.vmf_directional import KAPPA_BIAS, TABLE1_PAPER
+from sgdbook.papers.vmf_directional.settings.kappa_bias import SETTINGS as KAPPA_BIAS, TABLE1_PAPER
 
 
 def test_vmf_kappa_bias_paper_scale_one_step():

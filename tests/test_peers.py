@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sgdbook import curvature as cv
+from sgdbook.functional import flat_loss
 from sgdbook import gradients as gr
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -59,7 +60,7 @@ def test_pyhessian_defaults_to_cuda_and_fails_on_cpu():
 
 def test_pyhessian_switches_to_eval_leaves_a_graph_in_grad_and_doubles_on_reconstruction():
     model, x, y = _mlp()
-    f, theta = cv.flat_loss(model, nn.functional.cross_entropy, x, y)
+    f, theta = flat_loss(model, nn.functional.cross_entropy, x, y)
     dense = torch.linalg.eigvalsh(cv.full_hessian(f, theta))
     largest_magnitude = float(dense[dense.abs().argmax()])
     model.train()

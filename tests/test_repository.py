@@ -10,7 +10,7 @@ import tomllib
 import pytest
 import yaml
 
-from sgdbook.paths import ROOT
+from sgdbook.book.paths import ROOT
 
 NOTEBOOKS = sorted(p for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
@@ -94,7 +94,7 @@ def test_make_rejects_an_unknown_scale():
 
 
 def test_pipeline_check_rejects_bad_scale_and_missing_cuda():
-    run = lambda *a: subprocess.run([sys.executable, "-m", "sgdbook.pipeline", "check", *a], capture_output=True, text=True)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "sgdbook.book.pipeline", "check", *a], capture_output=True, text=True)
     res = run("--scale", "huge")
     assert res.returncode == 2 and "valid scales are smoke, book, paper" in res.stderr
     import torch

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgdbook.device import DeviceError, resolve_device
-from sgdbook.scales import SCALES, ScaleError, ScaleTable, check_scale
+from sgdbook.book.device import DeviceError, resolve_device
+from sgdbook.book.scales import SCALES, ScaleError, ScaleTable, check_scale
 from sgdbook.stats import joint_z_test, variance_ratio_test, z_scores
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgdbook import seqmodels as sm
+from sgdbook.papers.batch_size_variance import seqmodels as sm
 
 V, L, D, H, NL, FF = 24, 7, 8, 2, 2, 12
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import integrate, special, stats
-from sgdbook import theory as th
+from sgdbook.papers.vmf_directional import angles as th
 
 
 def _brute_moments(g, m):
@@ -138,7 +138,7 @@ def test_ks_distances_shrink_like_one_over_d():
 def test_norms_angles_paper_scale_one_step():
     """Build the paper-scale configuration of the norms-and-angles chapter and run one step of
     each of its parts on CPU (the `paper` scale must not rot without a GPU)."""
-    from sgdbook.configs.vmf_norms_angles import NORMS_ANGLES
+    from sgdbook.papers.vmf_directional.settings.norms_and_angles import SETTINGS as NORMS_ANGLES
 
     cfg = NORMS_ANGLES("paper")
     gen = torch.Generator().manual_seed(0)

@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import integrate
 from sgdbook import directional as vd
-from sgdbook import vmf_theory as vt
-from sgdbook.configs.vmf_theory import VMF_THEORY
+from sgdbook.papers.vmf_directional import theory as vt
+from sgdbook.papers.vmf_directional.settings.vmf_theory import SETTINGS as VMF_THEORY
 
 F64 = torch.float64
 
@@ -50,8 +50,8 @@ def test_vmf_density_integrates_to_one_with_the_quadrature(d, kappa):
 @pytest.mark.parametrize("d,kappa", [(2, 5.0), (3, 0.3), (10, 10.0), (1000, 2500.0)])
 def test_kappa_mle_inverts_the_bessel_ratio(d, kappa):
     rbar = vd.vmf_mean_cosine(d, kappa)
-    assert vt.vmf_kappa_mle(rbar, d) == pytest.approx(kappa, rel=1e-8)
-    assert vt.vmf_kappa_mle(0.0, d) == 0.0
+    assert vt.kappa_mle(rbar, d) == pytest.approx(kappa, rel=1e-8)
+    assert vt.kappa_mle(0.0, d) == 0.0
 
 
 # ------------------------------------------------------------------------------ Lemma 1

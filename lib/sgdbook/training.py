@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .progress import progress
+from .book.progress import progress
 
 
 class DivergenceError(FloatingPointError):

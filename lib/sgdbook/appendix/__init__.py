@@ -1,0 +1,1 @@
+"""The performance appendix: settings and dry run of its notebook."""

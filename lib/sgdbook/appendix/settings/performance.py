@@ -1,0 +1,52 @@
+"""Settings of the performance appendix at each scale."""
+
+from __future__ import annotations
+
+from sgdbook.book.scales import ScaleTable
+
+SETTINGS = ScaleTable(
+    settings={
+        "smoke": dict(
+            pe_models=[[784, 100, 10]], pe_batches=[32], reps=2,
+            lanczos_small=[20, 8, 10, 10], lanczos_large=[784, 16, 10], points=128,
+            trace_probes=20, moments_width=[784, 100, 10], moments_ns=100, moments_m=16, moments_n=2000,
+            ens_runs=20, ens_steps=20, ens_loop_runs=2, vmf_dims=[100], vmf_n=200,
+        ),
+        "book": dict(
+            pe_models=[[784, 100, 10], [784, 1024, 512, 10]], pe_batches=[256, 128], reps=5,
+            lanczos_small=[50, 16, 10, 10], lanczos_large=[784, 128, 10], points=512,
+            trace_probes=100, moments_width=[784, 800, 800, 800, 10], moments_ns=300, moments_m=64, moments_n=10000,
+            ens_runs=1000, ens_steps=400, ens_loop_runs=10, vmf_dims=[100, 1000, 4000], vmf_n=1000,
+        ),
+        "paper": dict(
+            pe_models=[[784, 100, 10], [784, 1024, 512, 10]], pe_batches=[256, 128], reps=7,
+            lanczos_small=[50, 16, 10, 10], lanczos_large=[784, 128, 10], points=512,
+            trace_probes=100, moments_width=[784, 800, 800, 800, 10], moments_ns=3000, moments_m=64, moments_n=60000,
+            ens_runs=10000, ens_steps=400, ens_loop_runs=20, vmf_dims=[100, 1000, 4000], vmf_n=1000,
+        ),
+    },
+    descriptions={
+        "pe_models": "MLPs (layer widths) for per-example gradients",
+        "pe_batches": "batch size for each of those MLPs",
+        "reps": "timed repetitions per contender (median reported)",
+        "lanczos_small": "ReLU MLP with p ≈ 1,000 for the top-10 eigenvalues (dense truth)",
+        "lanczos_large": "ReLU MLP with p ≈ 100,000 for the top-10 eigenvalues and the trace",
+        "points": "random data points of the curvature problems",
+        "trace_probes": "Hutchinson probes",
+        "moments_width": "MLP whose minibatch-gradient moments are estimated (the DFNN: d ≈ 1.9 M)",
+        "moments_ns": "minibatch gradients n_s behind κ̂, SNR and norm stochasticity",
+        "moments_m": "minibatch size",
+        "moments_n": "examples in the data set",
+        "ens_runs": "independent Gauss-10 runs in the ensemble",
+        "ens_steps": "SGD steps per run",
+        "ens_loop_runs": "runs timed in the sequential loop (time extrapolated to all runs)",
+        "vmf_dims": "dimensions of the vMF sampling comparison",
+        "vmf_n": "vMF samples per comparison",
+    },
+    paper_value={
+        "pe_models": "targets of the library issue",
+        "moments_ns": "3,000 (the vmf paper)",
+        "ens_runs": "10,000 (the Hessian paper)",
+        "ens_steps": "400 (Gauss-10)",
+    },
+)

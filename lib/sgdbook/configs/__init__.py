@@ -1,1 +1,0 @@
-"""Per-scale settings of every chapter (read by the notebooks and by the tests)."""

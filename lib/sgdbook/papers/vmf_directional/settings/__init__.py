@@ -1,0 +1,1 @@
+"""Per-scale settings of the vmf-directional notebooks, one module per notebook."""
