@@ -1,11 +1,12 @@
 import gzip
 import zipfile
-
+import zlib
 import numpy as np
 import pytest
 import torch
-
 from sgdbook import data
+from sklearn.datasets import make_blobs
+from sgdbook.data import gauss_k
 
 
 def _write_idx(path, arr):
@@ -125,3 +126,89 @@ def test_paper_dataset_falls_back_with_a_note(tmp_path, monkeypatch):
     assert ds.x.shape[1:] == (3, 32, 32) and "CIFAR-10 is not available" in note
     with pytest.raises(ValueError, match="unknown data set"):
         data.paper_dataset("imagenet")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupted", "short-data"])
+def test_damaged_idx_file_names_it_and_how_to_replace_it(tmp_path, damage):
+    """An interrupted copy of a Fashion-MNIST file raised a bare EOFError from gzip."""
+    folder = tmp_path / "fm"
+    _fake_fashion(folder, n=50)
+    bad = folder / "train-images-idx3-ubyte.gz"
+    raw = bad.read_bytes()
+    if damage == "truncated":  # the copy stopped half-way
+        bad.write_bytes(raw[: len(raw) // 2])
+    elif damage == "corrupted":  # bytes flipped inside the compressed stream
+        mid = len(raw) // 2
+        bad.write_bytes(raw[:mid] + bytes(b ^ 0xFF for b in raw[mid : mid + 16]) + raw[mid + 16 :])
+    else:  # a complete archive of an incomplete file: the header promises more data
+        with gzip.open(bad, "rb") as f:
+            body = f.read()
+        with gzip.open(bad, "wb") as f:
+            f.write(body[:-100])
+    with pytest.raises(data.DataError) as err:
+        data.fashion_mnist("train", root=folder)
+    msg = str(err.value)
+    assert str(bad) in msg and "damaged" in msg
+    assert "copy the fashion-mnist IDX files again into" in msg and str(folder) in msg
+    if damage != "short-data":  # gzip's own error is kept as the cause
+        assert isinstance(err.value.__cause__, (EOFError, gzip.BadGzipFile, zlib.error))
+
+
+def test_damaged_system_copy_says_reinstall(tmp_path, monkeypatch):
+    folder = tmp_path / "system"
+    _fake_fashion(folder)
+    lab = folder / "train-labels-idx1-ubyte.gz"
+    lab.write_bytes(lab.read_bytes()[:20])
+    monkeypatch.setenv("SGDBOOK_DATA", str(tmp_path / "empty"))
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM", folder)
+    with pytest.raises(data.DataError, match=r"apt-get install --reinstall dataset-fashion-mnist"):
+        data.fashion_mnist("train")
+
+
+# ---------------------------------------------------------------------- data_gauss_k
+# data.gauss_k: the Hessian paper's Gauss-k data (App. A.1) against make_blobs and the stated noise rule.
+
+def test_training_points_are_make_blobs_with_its_defaults():
+    d = gauss_k(10, standardize=False, seed=3, dtype=torch.float64)
+    x, y, c = make_blobs(n_samples=100, n_features=50, centers=10, random_state=np.random.RandomState(3), return_centers=True)
+    torch.testing.assert_close(d.x, torch.as_tensor(x))
+    assert torch.equal(d.y_clean, torch.as_tensor(y)) and torch.equal(d.y, d.y_clean)
+    torch.testing.assert_close(d.centers, torch.as_tensor(c))
+    assert (d.centers.abs() <= 10).all() and torch.bincount(d.y_clean).tolist() == [10] * 10
+
+
+def test_standardisation_uses_training_moments_for_both_splits():
+    raw = gauss_k(2, standardize=False, n_test=500, seed=1, dtype=torch.float64)
+    d = gauss_k(2, standardize=True, n_test=500, seed=1, dtype=torch.float64)
+    torch.testing.assert_close(d.x.mean(0), torch.zeros(50, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(d.x.std(0, correction=0), torch.ones(50, dtype=torch.float64))
+    torch.testing.assert_close(d.x_test, (raw.x_test - raw.x.mean(0)) / raw.x.std(0, correction=0))
+    torch.testing.assert_close(d.x * d.scale + d.shift, raw.x)
+
+
+@pytest.mark.parametrize("k,r,n", [(10, 0.15, 100), (2, 0.2, 100), (10, 0.0, 100), (3, 0.5, 31)])
+def test_label_noise_redraws_round_rn_labels_spread_over_classes(k, r, n):
+    d = gauss_k(k, n=n, label_noise=r, n_test=2000, seed=0)
+    assert int(d.noised.sum()) == round(r * n)
+    per_class = torch.bincount(d.y_clean[d.noised], minlength=k)
+    sizes = torch.bincount(d.y_clean, minlength=k)
+    assert (per_class >= torch.floor(r * sizes.double() + 1e-9).long()).all()
+    assert (per_class <= torch.floor(r * sizes.double() + 1e-9).long() + 1).all()
+    assert torch.equal(d.y[~d.noised], d.y_clean[~d.noised])  # only redrawn labels may change
+    assert int(d.y_test_noisy.ne(d.y_test).sum()) <= round(r * 2000)
+    # the test set: same centres, clean labels nearest their own centre
+    if r == 0:
+        assert torch.equal(d.y_test, d.y_test_noisy)
+
+
+def test_training_set_does_not_depend_on_the_test_size():
+    a, b = gauss_k(10, label_noise=0.15, n_test=0), gauss_k(10, label_noise=0.15, n_test=700)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and b.x_test.shape == (700, 50)
+    ds = b.test(noisy=True)
+    assert torch.equal(ds.y, b.y_test_noisy) and len(b.train()) == 100
+
+
+@pytest.mark.parametrize("r", [-0.1, 1.0, 1.5])
+def test_bad_label_noise_names_the_range(r):
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        gauss_k(10, label_noise=r)

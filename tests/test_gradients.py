@@ -1,77 +1,27 @@
 """Per-example and minibatch gradients and their moments against brute force, in float64."""
 
+from __future__ import annotations
+
 import copy
 import itertools
 import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from cases import cnn, data, randomize, tanh_net
+from reference import batch_grad, enumerate_minibatch_grads, flat, loop_grads
 from sgdbook import directional as vd
 from sgdbook import functional as fn
 from sgdbook import gradients as gr
 from sgdbook.models import mlp
 from sgdbook.papers.vmf_directional.models import PaperCNN
-from torch import nn
+from reference import F64, load_run
+from sgdbook import ensemble, gradients, models
+from sgdbook.functional import functional_view
+
 
 DT = torch.float64
-
-
-def data(n=7, shape=(5,), classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, *shape, generator=g, dtype=DT), torch.randint(
-        0, classes, (n,), generator=g
-    )
-
-
-def randomize(model, seed=0):
-    """float64 with every parameter drawn from N(0, 0.5) (biases too), from its own generator."""
-    g = torch.Generator().manual_seed(seed)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.7 * torch.randn(p.shape, generator=g, dtype=DT))
-    return model
-
-
-def tanh_net(seed=0, bias=True):
-    return randomize(
-        nn.Sequential(nn.Linear(5, 4, bias=bias), nn.Tanh(), nn.Linear(4, 3, bias=bias)), seed
-    )
-
-
-def flat(ts):
-    return torch.cat([t.reshape(-1) for t in ts])
-
-
-def loop_grads(model, loss_fn, x, y):
-    """One torch.autograd.grad per example, on a batch of one."""
-    ps = [p for p in model.parameters() if p.requires_grad]
-    return torch.stack(
-        [
-            flat(torch.autograd.grad(loss_fn(model(x[i : i + 1]), y[i : i + 1]), ps))
-            for i in range(len(x))
-        ]
-    )
-
-
-def batch_grad(model, loss_fn, xb, yb, train=True):
-    """One minibatch gradient, on a throw-away copy (whose batch norm may update its own stats)."""
-    c = copy.deepcopy(model).train(train)
-    return flat(
-        torch.autograd.grad(loss_fn(c(xb), yb), [p for p in c.parameters() if p.requires_grad])
-    )
-
-
-def state(model):
-    return {k: v.detach().clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
-
-
-def assert_untouched(model, before, training):
-    for k, v in [*model.named_parameters(), *model.named_buffers()]:
-        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
-    assert [m.training for m in model.modules()] == training
-    assert all(p.grad is None for p in model.parameters())
 
 
 # ------------------------------------------------------------------ per-example gradients
@@ -84,6 +34,17 @@ def test_per_example_grads_match_a_loop(method):
     G = gr.per_example_grads(model, F.cross_entropy, x, y, method=method)
     assert G.shape == (7, fn.flat_parameters(model).numel()) and G.dtype == DT
     torch.testing.assert_close(G, loop_grads(model, F.cross_entropy, x, y), rtol=1e-12, atol=1e-14)
+
+
+def test_per_example_grads_equal_the_loop_on_every_case(case):
+    # the fast paths (per-layer outer products, vmap) against one autograd call per example;
+    # batch norm with its running statistics (bn_mode="eval")
+    model, (x, y) = case.model(), case.data()
+    want = loop_grads(copy.deepcopy(model).eval() if case.bn else model, F.cross_entropy, x, y)
+    methods = ["auto", "vmap"] + (["linear"] if gr.linear_fast_path_applies(model) else [])
+    for method in methods:
+        G = gr.per_example_grads(model, F.cross_entropy, x, y, method=method, bn_mode=case.bn_mode)
+        torch.testing.assert_close(G, want, rtol=1e-10, atol=1e-13, msg=lambda m: f"{method}: {m}")
 
 
 def test_per_example_grads_carry_no_batch_factor_and_average_to_the_full_gradient():
@@ -107,13 +68,8 @@ def test_per_example_grads_carry_no_batch_factor_and_average_to_the_full_gradien
 
 
 def test_per_example_grads_of_a_general_network_use_vmap():
-    model = PaperCNN(
-        stages=(1, 1),
-        widths=(2, 3),
-        in_channels=1,
-        classes=3,
-        generator=torch.Generator().manual_seed(0),
-    ).double()
+    model = PaperCNN(stages=(1, 1), widths=(2, 3), in_channels=1, classes=3,
+                     generator=torch.Generator().manual_seed(0)).double()
     x, y = data(n=4, shape=(1, 6, 6))
     assert not gr.linear_fast_path_applies(model)
     G = gr.per_example_grads(model, F.cross_entropy, x, y)
@@ -236,16 +192,10 @@ def test_sample_minibatches_are_uniform_without_replacement(gen):
     assert gr.all_minibatches(20, 10).shape == (math.comb(20, 10), 10)
 
 
-def enumerate_exactly(model, loss_fn, x, y, m, train=True):
-    """Every minibatch gradient by brute force (one autograd call per subset): [C(n, m), d]."""
-    idx = gr.all_minibatches(x.shape[0], m)
-    return idx, torch.stack([batch_grad(model, loss_fn, x[i], y[i], train) for i in idx])
-
-
 def test_minibatch_moments_equal_exhaustive_enumeration():
     model = tanh_net()
     x, y = data()
-    idx, Gs = enumerate_exactly(model, F.cross_entropy, x, y, 3)
+    idx, Gs = enumerate_minibatch_grads(model, F.cross_entropy, x, y, 3)
     u = torch.randn(Gs.shape[1], dtype=DT, generator=torch.Generator().manual_seed(5))
     r = gr.minibatch_moments(model, F.cross_entropy, x, y, indices=idx, ddof=0, u=u, chunk=4)
     norms = Gs.norm(dim=1)
@@ -280,7 +230,7 @@ def test_finite_population_formulas_equal_the_enumeration():
     idx = gr.all_minibatches(n, m)
     Gs = G[idx].mean(1)  # mean-loss minibatch gradients = means of per-example gradients
     torch.testing.assert_close(
-        Gs, enumerate_exactly(model, F.cross_entropy, x, y, m)[1], rtol=1e-12, atol=1e-14
+        Gs, enumerate_minibatch_grads(model, F.cross_entropy, x, y, m)[1], rtol=1e-12, atol=1e-14
     )
     fp = gr.finite_population_moments(G, m, matrix=True)
     centred = Gs - Gs.mean(0)
@@ -326,7 +276,7 @@ def population_values(Gs):
 def test_random_minibatch_moments_agree_with_the_enumeration_within_their_errors(gen):
     model = tanh_net()
     x, y = data()
-    _, Gs = enumerate_exactly(model, F.cross_entropy, x, y, 3)
+    _, Gs = enumerate_minibatch_grads(model, F.cross_entropy, x, y, 3)
     exact = population_values(Gs)
     n_s = 6000
     u = Gs.mean(0)
@@ -383,14 +333,18 @@ def test_minibatch_moments_are_deterministic_and_chunk_invariant():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_minibatch_gradients_use_batch_statistics_and_touch_nothing(training):
+def test_batch_norm_minibatch_gradients_use_batch_statistics_and_touch_nothing(training, untouched):
     model = mlp([5, 6, 3], bn=True, generator=torch.Generator().manual_seed(0)).double()
     with torch.no_grad():
         model[2].running_mean.normal_(generator=torch.Generator().manual_seed(1))
         model[2].running_var.uniform_(0.5, 2.0, generator=torch.Generator().manual_seed(2))
     model.train(training)
     x, y = data(n=9)
-    before, modes = state(model), [m.training for m in model.modules()]
+    with untouched(model, what="minibatch_moments, per_example_grads and full_gradient with batch norm"):
+        _batch_norm_minibatch_gradients(model, x, y)
+
+
+def _batch_norm_minibatch_gradients(model, x, y):
     idx = gr.sample_minibatches(9, 4, 3, torch.Generator().manual_seed(3))
     r = gr.minibatch_moments(model, F.cross_entropy, x, y, indices=idx, ddof=0)
     brute = torch.stack([batch_grad(model, F.cross_entropy, x[i], y[i], train=True) for i in idx])
@@ -407,26 +361,16 @@ def test_batch_norm_minibatch_gradients_use_batch_statistics_and_touch_nothing(t
     torch.testing.assert_close(G, loop_grads(copy.deepcopy(model).eval(), F.cross_entropy, x, y))
     full = gr.full_gradient(model, F.cross_entropy, x, y)  # whole-batch statistics
     torch.testing.assert_close(full, batch_grad(model, F.cross_entropy, x, y, train=True))
-    assert_untouched(model, before, modes)
 
 
-def test_batch_norm_cnn_with_skips_runs_without_side_effects():
-    model = PaperCNN(
-        bn=True,
-        res=True,
-        stages=(2, 2),
-        widths=(2, 4),
-        in_channels=1,
-        classes=3,
-        generator=torch.Generator().manual_seed(0),
-    ).double()
+def test_batch_norm_cnn_with_skips_runs_without_side_effects(untouched):
+    model = cnn(bn=True, res=True)
     x, y = data(n=10, shape=(1, 6, 6))
-    before, modes = state(model), [m.training for m in model.modules()]
     idx = gr.sample_minibatches(10, 4, 2, torch.Generator().manual_seed(1))
-    r = gr.minibatch_moments(model, F.cross_entropy, x, y, indices=idx, chunk=1)
+    with untouched(model, what="minibatch_moments of a CNN with batch norm and skips"):
+        r = gr.minibatch_moments(model, F.cross_entropy, x, y, indices=idx, chunk=1)
     brute = torch.stack([batch_grad(model, F.cross_entropy, x[i], y[i]) for i in idx])
     torch.testing.assert_close(r.mean, brute.mean(0), rtol=1e-10, atol=1e-13)
-    assert_untouched(model, before, modes)
 
 
 # ---------------------------------------------------------------- second-moment matrix
@@ -456,19 +400,18 @@ def test_second_moment_operator_matches_the_dense_matrix(centered, chunk):
 # ------------------------------------------------------------------- hygiene and errors
 
 
-def test_nothing_is_left_behind():
+def test_nothing_is_left_behind(untouched):
     model = tanh_net()
     x, y = data()
-    before, modes = state(model), [m.training for m in model.modules()]
     flags = [p.requires_grad for p in model.parameters()]
-    gr.per_example_grads(model, F.cross_entropy, x, y, method="linear")
-    gr.per_example_grads(model, F.cross_entropy, x, y, method="vmap")
-    gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 10, torch.Generator().manual_seed(0))
-    gr.full_gradient(model, F.cross_entropy, x, y)
-    gr.second_moment_operator(model, F.cross_entropy, x, y) @ fn.flat_parameters(model)
-    with torch.no_grad():  # works under no_grad too
+    with untouched(model, what="the gradient estimators"):
         gr.per_example_grads(model, F.cross_entropy, x, y, method="linear")
-    assert_untouched(model, before, modes)
+        gr.per_example_grads(model, F.cross_entropy, x, y, method="vmap")
+        gr.minibatch_moments(model, F.cross_entropy, x, y, 3, 10, torch.Generator().manual_seed(0))
+        gr.full_gradient(model, F.cross_entropy, x, y)
+        gr.second_moment_operator(model, F.cross_entropy, x, y) @ fn.flat_parameters(model)
+        with torch.no_grad():  # works under no_grad too
+            gr.per_example_grads(model, F.cross_entropy, x, y, method="linear")
     assert [p.requires_grad for p in model.parameters()] == flags
     views = fn.unflatten(model, fn.flat_parameters(model))
     for k, p in model.named_parameters():
@@ -497,7 +440,7 @@ def test_bad_arguments(gen):
 
 
 @pytest.mark.cuda
-def test_gradients_on_cuda():
+def test_gradients_on_cuda(untouched):
     model = mlp([20, 16, 4], bias=True, generator=torch.Generator().manual_seed(0)).cuda()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 20, generator=g).cuda()
@@ -521,18 +464,202 @@ def test_gradients_on_cuda():
     v = torch.randn(op.d, device="cuda")
     torch.testing.assert_close(op @ v, fast.T @ (fast @ v) / 64, rtol=1e-4, atol=1e-6)
     bn = mlp([20, 16, 4], bn=True, generator=torch.Generator().manual_seed(0)).cuda()
-    before = state(bn)
-    gr.minibatch_moments(
-        bn, F.cross_entropy, x, y, 8, 50, torch.Generator(device="cuda").manual_seed(3)
-    )
-    assert_untouched(bn, before, [m.training for m in bn.modules()])
+    with untouched(bn, what="minibatch_moments on CUDA"):
+        gr.minibatch_moments(
+            bn, F.cross_entropy, x, y, 8, 50, torch.Generator(device="cuda").manual_seed(3)
+        )
 
 
-def test_fresh_buffer_large_and_small():
-    from sgdbook.functional import fresh_buffer
+# ---------------------------------------------------------------------- gradients_gram
+# Moments of the stochastic gradient through the n × n Gram matrix, batched over runs, and the
 
-    for rows, cols in [(3, 5), (64, 200_000)]:  # 51 MB: the huge-page branch on Linux
-        buf = fresh_buffer(rows, cols, torch.float32, "cpu")
-        assert buf.shape == (rows, cols) and buf.dtype == torch.float32 and buf.is_contiguous()
-        buf.fill_(2.0)
-        assert float(buf.sum()) == 2.0 * rows * cols
+def _G(runs=3, n=7, p=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(runs, n, p, generator=g, dtype=F64) + 0.3 * torch.randn(runs, 1, p, generator=g, dtype=F64)
+
+
+def test_gram_moments_equal_the_dense_matrices():
+    G = _G()
+    r = gradients.gram_moments(G, m=3)
+    for i in range(G.shape[0]):
+        mu = G[i].mean(0)
+        M = G[i].T @ G[i] / G.shape[1]
+        S = M - torch.outer(mu, mu)
+        ref = dict(mu_sq=mu @ mu, tr_M=M.trace(), tr_Sigma=S.trace(), sigma_fro=torch.linalg.matrix_norm(S),
+                   sigma_2=torch.linalg.eigvalsh(S)[-1], sigma_half_mu=(mu @ S @ mu).sqrt(), tr_M_m=S.trace() / 3 + mu @ mu)
+        for k, v in ref.items():
+            torch.testing.assert_close(getattr(r, k)[i], v, rtol=1e-11, atol=1e-13)
+        torch.testing.assert_close(r.mu[i], mu)
+    wo = gradients.gram_moments(G, m=3, replacement=False)
+    torch.testing.assert_close(wo.tr_M_m, (7 - 3) / (3 * 6) * r.tr_Sigma + r.mu_sq)
+    assert torch.isnan(gradients.gram_moments(G).tr_M_m).all()
+
+
+def test_second_moment_top_via_the_gram_is_an_eigendecomposition():
+    G = _G(runs=2, n=6, p=15)
+    for centered in (False, True):
+        lam, V = gradients.second_moment_top(G, 4, centered=centered)
+        for i in range(2):
+            A = G[i] - G[i].mean(0) if centered else G[i]
+            M = A.T @ A / 6
+            torch.testing.assert_close(lam[i], torch.linalg.eigvalsh(M).flip(0)[:4], rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(M @ V[i], V[i] * lam[i], rtol=1e-9, atol=1e-11)
+            torch.testing.assert_close(V[i].T @ V[i], torch.eye(4, dtype=F64), rtol=0, atol=1e-10)
+    # a zero eigenvalue (rank-deficient G): its vector comes back as zeros, not as noise
+    Z = torch.zeros(1, 3, 5, dtype=F64)
+    Z[0, :, 0] = 1.0
+    lam, V = gradients.second_moment_top(Z, 2)
+    assert lam[0, 1] == 0 and (V[0, :, 1] == 0).all()
+    with pytest.raises(ValueError, match="k = 9"):
+        gradients.second_moment_top(G, 9)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_minibatch_second_moment_by_enumeration(replacement):
+    G = _G(runs=1, n=5, p=8)[0]
+    m = 3
+    idx = itertools.product(range(5), repeat=m) if replacement else itertools.combinations(range(5), m)
+    gh = G[torch.tensor(list(idx))].mean(1)
+    torch.testing.assert_close(gradients.minibatch_second_moment(G, m, replacement=replacement), gh.T @ gh / len(gh),
+                               rtol=1e-11, atol=1e-13)
+
+
+def test_samplers_with_replacement():
+    idx = gradients.all_minibatches(4, 3, replacement=True)
+    assert idx.shape == (64, 3)
+    assert idx.tolist() == [list(t) for t in itertools.product(range(4), repeat=3)]
+    s = gradients.sample_minibatches(5, 12, 2000, torch.Generator().manual_seed(0), replacement=True)
+    assert s.shape == (2000, 12) and s.min() == 0 and s.max() == 4
+    assert (torch.bincount(s.reshape(-1), minlength=5).double() / s.numel() - 0.2).abs().max() < 0.01
+    with pytest.raises(ValueError, match="m = 12"):
+        gradients.sample_minibatches(5, 12, 3, torch.Generator())
+
+
+def _net(g):
+    return models.mlp([6, 5, 4, 3], bias=True, generator=g, flatten=False).double()
+
+
+def test_stacked_per_example_grads_equal_a_loop_per_run():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 6, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (9,), generator=g)
+    base, params, _ = ensemble.stacked_init(_net, 3, torch.Generator().manual_seed(1))
+    sum_ce = lambda o, t: F.cross_entropy(o, t, reduction="sum")  # noqa: E731  (the general loss path)
+    for kw in ({}, {"fast_path": False}, {"loss_fn": sum_ce}, {"chunk": 2}):
+        G = gradients.stacked_per_example_grads(base, params, x, y, **kw)
+        for r in range(3):
+            ref = loop_grads(load_run(_net(torch.Generator()), params, r), F.cross_entropy, x, y)
+            torch.testing.assert_close(G[r], ref, rtol=1e-11, atol=1e-13)
+
+
+def test_minibatch_grads_equal_one_autograd_call_per_minibatch():
+    g = torch.Generator().manual_seed(3)
+    model = _net(g)
+    x = torch.randn(8, 6, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (8,), generator=g)
+    idx = gradients.sample_minibatches(8, 3, 11, g, replacement=True)
+    got = gradients.minibatch_grads(model, F.cross_entropy, x, y, idx, chunk=4)
+    ref = torch.stack([batch_grad(model, F.cross_entropy, x[i], y[i]) for i in idx])
+    torch.testing.assert_close(got, ref, rtol=1e-11, atol=1e-13)
+
+
+def test_second_moment_operator_has_the_operator_interface_for_lanczos():
+    from sgdbook import curvature
+
+    g = torch.Generator().manual_seed(4)
+    model = _net(g)
+    x = torch.randn(10, 6, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (10,), generator=g)
+    op = gradients.second_moment_operator(model, F.cross_entropy, x, y)
+    G = loop_grads(model, F.cross_entropy, x, y)
+    M = G.T @ G / 10
+    V = torch.randn(3, M.shape[0], generator=g, dtype=F64)
+    torch.testing.assert_close(op.batch(V), V @ M, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op(V[0]), M @ V[0], rtol=1e-10, atol=1e-12)
+    lz = curvature.lanczos(op, M.shape[0], 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(lz.eigenvalues, torch.linalg.eigvalsh(M).flip(0)[:3], rtol=1e-8, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- gradients_layer
+# per_example_grads' layer path (Linear, Conv2d and eval-mode batch norm, any code between them)
+
+
+
+def _loop(model, x, y, loss_fn=F.cross_entropy):
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []
+    for i in range(x.shape[0]):
+        g = torch.autograd.grad(loss_fn(model(x[i : i + 1]), y[i : i + 1]), params)
+        rows.append(torch.cat([t.reshape(-1) for t in g]))
+    return torch.stack(rows)
+
+
+def _nets(g):
+    return {
+        "cnn": models.small_cnn((2, 3, 3), (4,), generator=g).double(),
+        "cnn+bn": models.small_cnn((2, 3, 3), (4,), bn=True, generator=g).double(),
+        "resnet": models.preact_resnet(1, (2, 3), generator=g).double(),
+        "strided conv with bias": nn.Sequential(nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(),
+                                                nn.Conv2d(3, 2, 2, dilation=2), nn.Flatten(), nn.LazyLinear(5)).double(),
+    }
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn+bn", "resnet", "strided conv with bias"])
+def test_layer_path_equals_loop(name):
+    g = torch.Generator().manual_seed(0)
+    model = _nets(g)[name]
+    x = torch.randn(7, 1, 8, 8, generator=g, dtype=F64)
+    y = torch.randint(0, 5, (7,), generator=g)
+    model(x)  # materialise lazy layers; set running statistics
+    model.eval()
+    s = functional_view(model, "eval", per_example=True)
+    assert gradients.layer_plan(s) is not None
+    G = gradients.per_example_grads(model, F.cross_entropy, x, y, bn_mode="eval", method="layer")
+    assert torch.allclose(G, _loop(model, x, y), atol=1e-12)
+    # a loss other than cross-entropy goes through the per-example losses
+    mse = lambda out, t: ((out - F.one_hot(t, out.shape[1]).to(out)) ** 2).mean()  # noqa: E731
+    G2 = gradients.per_example_grads(model, mse, x, y, bn_mode="eval", method="layer", chunk=3)
+    assert torch.allclose(G2, _loop(model, x, y, mse), atol=1e-12)
+    assert not any(m.training for m in model.modules())
+
+
+class _Mixing(nn.Module):
+    """Examples interact: the batch mean is subtracted."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(1, 1, 1)
+        self.l = nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.c(x).flatten(1)
+        return self.l(h - h.mean(0))
+
+
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.l(torch.relu(self.l(x)))
+
+
+def test_layer_path_falls_back_when_it_does_not_apply():
+    g = torch.Generator().manual_seed(1)
+    for model, x in ((_Mixing().double(), torch.randn(5, 1, 2, 2, generator=g, dtype=F64)),
+                     (_Twice().double(), torch.randn(5, 3, generator=g, dtype=F64))):
+        y = torch.randint(0, 3, (5,), generator=g)
+        with pytest.raises(ValueError, match="does not apply"):
+            gradients.per_example_grads(model, F.cross_entropy, x, y, method="layer")
+        auto = gradients.per_example_grads(model, F.cross_entropy, x, y)
+        vm = gradients.per_example_grads(model, F.cross_entropy, x, y, method="vmap")
+        assert torch.allclose(auto, vm, atol=1e-12)
+    drop = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(3)).double()
+    drop(torch.randn(2, 1, 4, 4, dtype=F64))
+    drop.train()
+    assert gradients.layer_plan(functional_view(drop, "eval", per_example=True)) is None
+    grouped = nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.Flatten()).double()
+    assert gradients.layer_plan(functional_view(grouped, "eval", per_example=True)) is None
+    with pytest.raises(ValueError, match="method='layer' needs"):
+        gradients.per_example_grads(grouped, F.cross_entropy, torch.randn(2, 2, 3, 3, dtype=F64), torch.tensor([0, 1]), method="layer")

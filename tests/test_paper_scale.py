@@ -1,20 +1,37 @@
-"""Keep the `paper` scale from rotting without a GPU: build every paper-scale configuration
-and run one step of it on CPU."""
+"""The `paper` scale of every chapter, built and stepped once on the CPU.
 
+For each notebook ``book/<folder>/NN_<topic>.ipynb`` the layout names a settings table and a dry
+run (``sgdbook.book.layout``); the dry run gets ``SETTINGS("paper")`` and the CPU, builds every
+paper-scale configuration with the paper's own numbers asserted, and runs one step of it. A
+notebook without either fails here, with what to write and where.
+"""
+
+import pytest
 import torch
 
-from sgdbook import directional as vd
-from sgdbook.papers.vmf_directional.settings.kappa_bias import SETTINGS as KAPPA_BIAS, TABLE1_PAPER
+from sgdbook.book import layout
+
+NOTEBOOKS = layout.notebooks()
 
 
-def test_vmf_kappa_bias_paper_scale_one_step():
-    cfg = KAPPA_BIAS("paper")
-    gen = torch.Generator().manual_seed(0)
-    for d, _ in TABLE1_PAPER.values():  # every Table 1 dimension, one simulation each
-        k = vd.kappa_hat_of_vmf(d, 0.0, cfg["sample_sizes"], 1, gen)
-        assert k.shape == (1, len(cfg["sample_sizes"])) and (k > 0).all()
-    mu = torch.zeros(cfg["fig8_d"])
-    mu[0] = 1
-    for kappa in cfg["fig8_kappas"]:  # one real vMF draw of the full sample size per κ
-        x = vd.sample_vmf(mu, float(kappa), max(cfg["sample_sizes"]), gen)
-        assert x.shape == (max(cfg["sample_sizes"]), cfg["fig8_d"]) and torch.isfinite(x).all()
+def _parts(nb):
+    """The notebook's settings table and dry-run function, or a failure saying what is missing."""
+    folder, stem = nb.parent.name, nb.stem
+    try:
+        return layout.settings_of(folder, stem), layout.dry_run_of(folder, stem)
+    except layout.LayoutError as err:
+        problem = str(err)
+    pytest.fail(problem, pytrace=False)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=str)
+def test_every_notebook_has_settings_and_a_dry_run(nb):
+    settings, dry_run = _parts(nb)
+    assert settings("paper") and callable(dry_run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=str)
+def test_paper_scale_dry_run(nb):
+    settings, dry_run = _parts(nb)
+    dry_run(settings("paper"), torch.device("cpu"))

@@ -1,12 +1,11 @@
 """The small-sample statistics behind verdicts, against scipy's own tests and closed forms."""
 
 import math
-
 import numpy as np
 import pytest
 from scipy import stats as ss
-
 from sgdbook import stats
+from scipy import stats as sps
 
 
 def test_t_interval_matches_scipy_and_uses_t_not_z():
@@ -66,3 +65,165 @@ def test_verdict_from():
     assert stats.verdict_from([True, False]) == "partially-reproduced"
     assert stats.verdict_from([False, False]) == "not-reproduced"
     assert stats.verdict_from([True, False], partial_if_any=False) == "not-reproduced"
+
+
+def test_pointwise_t_and_ordering_agree_with_scipy():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 7)) + np.linspace(0, 2, 7)
+    b = rng.normal(size=(5, 7))
+    t, df = stats.pointwise_t(a, b)
+    assert np.allclose(t, ss.ttest_rel(a, b, axis=0).statistic) and (df == 4).all()
+    tw, dfw = stats.pointwise_t(a, b[:4], paired=False)
+    ref = ss.ttest_ind(a, b[:4], axis=0, equal_var=False)
+    assert np.allclose(tw, ref.statistic) and np.allclose(ss.t.sf(np.abs(tw), dfw) * 2, ref.pvalue)
+    o = stats.ordering(a, b)
+    assert o.overall.p_two_sided == pytest.approx(ss.ttest_rel(a.mean(1), b.mean(1)).pvalue)
+    assert o.points == 7 and 0 <= o.frac_lower <= o.frac_higher <= 1
+    big = stats.ordering(b - 5, b + rng.normal(scale=0.1, size=b.shape))
+    assert big.direction == "a lower" and big.frac_lower == 1.0 and big.frac_higher == 0.0
+    welch = stats.ordering(b + 3, b[:3], paired=False)
+    assert welch.direction == "a higher" and welch.overall.df < 7
+    with pytest.raises(ValueError):
+        stats.pointwise_t(a[:1], b[:1])
+    with pytest.raises(ValueError):
+        stats.pointwise_t(a, b[:4])  # paired needs equal shapes
+
+
+def test_ordering_with_four_seeds_needs_t_not_z():
+    # paired differences with mean/se = 2.5 over 4 replicates: z would call it significant (p ≈ 0.012),
+    # t with 3 degrees of freedom does not (p ≈ 0.088)
+    d = np.array([1.0, 2.0, 3.0, 4.0])
+    d = d - d.mean() + 2.5 * d.std(ddof=1) / 2
+    o = stats.ordering(d[:, None] + 10, np.full((4, 1), 10.0))
+    assert o.overall.t == pytest.approx(2.5) and o.direction == "no significant difference"
+
+
+def test_combine_verdicts():
+    r, p, n, i = "reproduced", "partially-reproduced", "not-reproduced", "inconclusive"
+    assert stats.combine_verdicts([r, r]) == r
+    assert stats.combine_verdicts([r, n]) == p
+    assert stats.combine_verdicts([p, i]) == p
+    assert stats.combine_verdicts([n, i]) == n
+    assert stats.combine_verdicts([r, i, i]) == i
+    assert stats.combine_verdicts([n, n]) == n
+    assert stats.combine_verdicts(["not-run-at-this-scale", r]) == i
+    with pytest.raises(ValueError):
+        stats.combine_verdicts(["erratum", r])
+    with pytest.raises(ValueError):
+        stats.combine_verdicts([])
+
+
+def test_joint_z_test_is_calibrated_on_normal_draws():
+    rng = np.random.default_rng(0)
+    p = [stats.joint_z_test(rng.standard_normal(18)).p_value for _ in range(2000)]
+    assert abs(np.mean(np.array(p) < 0.05) - 0.05) < 0.02
+    t = stats.joint_z_test(np.r_[np.zeros(17), 10.0])
+    assert t.max_abs_z == 10.0 and t.passes() == (False, False)
+    assert t.bonferroni_z == pytest.approx(3.4524, abs=1e-3)
+
+
+def test_z_scores_and_variance_ratio():
+    assert stats.z_scores(3.0, 3.0, 0.0, 4.0) == pytest.approx(0.6)
+    rng = np.random.default_rng(1)
+    draws = rng.normal(0.0, 2.0, size=(500, 5))
+    _, df, p1 = stats.variance_ratio_test(draws.std(1, ddof=1), 5, 2.0, ddof=1)
+    assert df == 2000 and p1 > 1e-3
+    _, _, p0 = stats.variance_ratio_test(draws.std(1, ddof=1), 5, 2.0, ddof=0)
+    assert p0 < 1e-6  # treating sample sds as population sds is detected
+    assert math.isfinite(p0)
+
+
+def test_threshold_sides_against_brute_force():
+    from scipy import stats as sps
+
+    from sgdbook.stats import threshold_sides
+
+    rng = np.random.default_rng(3)
+    x = rng.normal([0.95, 0.5, 0.88], 0.05, size=(6, 3))  # 6 replicates at 3 points
+    sides = threshold_sides(x, 0.9)
+    q = sps.t.ppf(0.975, 5)
+    for j in range(3):
+        m, se = x[:, j].mean(), x[:, j].std(ddof=1) / np.sqrt(6)
+        assert sides.above[j] == (m - q * se >= 0.9)
+        assert sides.below[j] == (m + q * se < 0.9)
+    assert not (sides.above & sides.below).any()
+    assert sides.below[1] and not sides.above[1]
+
+
+def test_part_verdict_truth_table():
+    from sgdbook.stats import part_verdict
+
+    assert part_verdict(True, False) == "reproduced"
+    assert part_verdict(False, True) == "not-reproduced"
+    assert part_verdict(True, True) == "not-reproduced"  # a significant contradiction wins
+    assert part_verdict(False, False) == "inconclusive"
+
+
+# ---------------------------------------------------------------------- stats_quantiles
+# stats.quantile_interval (coverage, brute-force order statistics) and stats.rank_test (scipy, effect).
+
+def test_quantile_interval_order_statistics_and_coverage():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 101))
+    est, lo, hi = stats.quantile_interval(x, 0.9, axis=1)
+    v = np.sort(x, axis=1)
+    np.testing.assert_array_equal(est, v[:, 90])
+    lr, ur = int(sps.binom.ppf(0.025, 101, 0.9)), int(sps.binom.ppf(0.975, 101, 0.9)) + 1
+    np.testing.assert_array_equal(lo, v[:, lr - 1])
+    np.testing.assert_array_equal(hi, v[:, ur - 1])
+    # coverage of the true 0.25-quantile of N(0, 1) over many samples of 60
+    xi = sps.norm.ppf(0.25)
+    s = rng.normal(size=(4000, 60))
+    _, lo, hi = stats.quantile_interval(s, 0.25, axis=1)
+    assert ((lo <= xi) & (xi <= hi)).mean() >= 0.94
+    # NaN ignored, empty slice NaN
+    e, l_, h = stats.quantile_interval(np.array([[np.nan, 1.0, 2.0, 3.0], [np.nan] * 4]), 0.5)
+    assert e[0] == 2.0 and np.isnan(e[1]) and l_[0] <= 2.0 <= h[0]
+
+
+def test_rank_test_matches_scipy_and_effect():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.5, 1, 40), rng.normal(0, 1, 50)
+    r = stats.rank_test(a, b)
+    assert r.p_greater == pytest.approx(sps.mannwhitneyu(a, b, alternative="greater").pvalue)
+    assert r.p_two_sided == pytest.approx(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    brute = np.mean([(ai > bj) + 0.5 * (ai == bj) for ai in a for bj in b])
+    assert r.effect == pytest.approx(brute)
+    ties = stats.rank_test(np.zeros(10), np.zeros(12))
+    assert ties.effect == 0.5 and ties.p_two_sided == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        stats.rank_test([], [1.0])
+
+
+# ---------------------------------------------------------------------- stats_spread
+# stats.f_test, stats.rank_correlation and stats.jackknife_se against scipy and brute force.
+
+def test_f_test_matches_scipy_and_its_null_calibration():
+    t = stats.f_test(2.0, 4, 1.0, 4)
+    assert t.f == pytest.approx(4.0)
+    assert t.p_greater == pytest.approx(ss.f.sf(4.0, 4, 4)) and t.p_less == pytest.approx(ss.f.cdf(4.0, 4, 4))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20000, 5)), rng.normal(size=(20000, 5))
+    p = np.array([stats.f_test(x.std(ddof=1), 4, y.std(ddof=1), 4).p_greater for x, y in zip(a[:2000], b[:2000])])
+    assert abs((p < 0.05).mean() - 0.05) < 0.015  # the level holds under equal variances
+    assert stats.f_test(1.0, 3, 0.0, 3).f == math.inf
+
+
+def test_rank_correlation_is_spearman_and_nan_when_undefined():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=12), rng.normal(size=12)
+    assert stats.rank_correlation(a, b) == pytest.approx(ss.spearmanr(a, b).statistic)
+    assert stats.rank_correlation(a, np.exp(a)) == pytest.approx(1.0)
+    assert stats.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert math.isnan(stats.rank_correlation([1, 2], [3, 4]))
+    assert math.isnan(stats.rank_correlation([1, 1, 1], [3, 4, 5]))
+    with pytest.raises(ValueError, match="different lengths"):
+        stats.rank_correlation([1, 2, 3], [1, 2])
+
+
+def test_jackknife_se_of_a_mean_is_the_standard_error():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=10)
+    loo = [(x.sum() - v) / (x.size - 1) for v in x]  # leave-one-out means
+    assert stats.jackknife_se(loo) == pytest.approx(x.std(ddof=1) / math.sqrt(x.size))
+    assert math.isnan(stats.jackknife_se([1.0]))

@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,14 +63,24 @@ def _download_allowed(download: bool | None) -> bool:
 # ------------------------------------------------------------------------------- IDX files
 
 
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format; gzip-compressed or not) into a uint8 array."""
+def read_idx(path: str | Path, fix: str = "") -> np.ndarray:
+    """Read an IDX file (MNIST's format; gzip-compressed or not) into a uint8 array.
+
+    A damaged file (a truncated copy, a corrupted archive, a header that does not match the
+    data) raises :class:`DataError` naming the file; ``fix`` says how to replace it.
+    """
     path = Path(path)
+    how = " " + (fix or "Replace it with a complete copy.")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # truncated / corrupted gzip stream
+        raise DataError(
+            f"{path} is damaged ({type(err).__name__}: {err}): an interrupted or corrupted copy.{how}"
+        ) from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path} is not an IDX file (bad magic number)")
+        raise DataError(f"{path} is not an IDX file (bad magic number).{how}")
     if raw[2] != 0x08:
         raise DataError(f"{path}: only unsigned-byte IDX files are supported (type {raw[2]:#x})")
     ndim = raw[3]
@@ -77,7 +88,10 @@ def read_idx(path: str | Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
     if len(raw) - offset != expected:
-        raise DataError(f"{path}: header says {dims} ({expected} bytes), file holds {len(raw) - offset}")
+        raise DataError(
+            f"{path} is damaged: its header says {dims} ({expected} bytes), the file holds "
+            f"{len(raw) - offset} (an interrupted copy?).{how}"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -94,6 +108,14 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _replace_hint(name: str, folder: Path) -> str:
+    """How to replace a damaged IDX file of data set ``name`` found in ``folder``."""
+    if name == "fashion-mnist" and folder == FASHION_MNIST_SYSTEM:
+        return "Replace it with `apt-get install --reinstall dataset-fashion-mnist` (Debian's package)."
+    source = " (Debian's dataset-fashion-mnist has them in /usr/share/datasets/fashion-mnist)" if name == "fashion-mnist" else ""
+    return f"Replace it: copy the {name} IDX files again into {folder}{source}, or delete it to use another copy."
+
+
 def _load_idx_pair(name: str, folders: list[Path], split: str) -> Dataset | None:
     if split not in _IDX_NAMES:
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
@@ -101,8 +123,8 @@ def _load_idx_pair(name: str, folders: list[Path], split: str) -> Dataset | None
     for folder in folders:
         img, lab = _find_idx(folder, img_stem), _find_idx(folder, lab_stem)
         if img and lab:
-            x = read_idx(img)
-            y = read_idx(lab)
+            x = read_idx(img, _replace_hint(name, folder))
+            y = read_idx(lab, _replace_hint(name, folder))
             if x.shape[0] != y.shape[0]:
                 raise DataError(f"{name} in {folder}: {x.shape[0]} images but {y.shape[0]} labels")
             xt = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
@@ -196,6 +218,141 @@ def blobs(n: int, centers: int, dim: int, std: float = 1.0, seed: int = 0) -> Da
         f"sklearn.make_blobs(seed={seed})",
     )
 
+# ------------------------------------------------------------------------ Gauss-k (the Hessian paper)
+
+
+@dataclass
+class GaussK:
+    """A Gauss-k data set (App. A.1 of the Hessian paper): training set, test set, how it was made.
+
+    ``x``/``y`` are the training inputs and (noised) labels, ``y_clean`` the blob indices and
+    ``noised`` marks the points whose label was redrawn; ``x_test``/``y_test`` are fresh points
+    from the same centres with clean labels and ``y_test_noisy`` the same points with labels
+    noised by the same mechanism (independent draws: the distribution a PAC-Bayes bound on the
+    noised task refers to). Inputs are ``(raw − shift) / scale``; without standardisation
+    ``shift = 0`` and ``scale = 1``.
+    """
+
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    y_clean: torch.Tensor
+    noised: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    y_test_noisy: torch.Tensor
+    centers: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    label_noise: float
+    source: str
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.centers.shape[0]
+
+    def train(self) -> Dataset:
+        return Dataset(self.name, self.x, self.y, self.source)
+
+    def test(self, noisy: bool = False) -> Dataset:
+        return Dataset(self.name + "-test", self.x_test, self.y_test_noisy if noisy else self.y_test, self.source)
+
+
+def _noise_labels(y: np.ndarray, k: int, r: float, rs: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """A fraction ``r`` of each class, chosen at random, gets a label uniform over the ``k`` classes.
+
+    Class ``c`` (``n_c`` points) gives ``⌊r n_c⌋`` points, and the ``round(r n) − Σ⌊r n_c⌋`` points
+    still missing come one each from classes drawn at random, so that exactly ``round(r n)`` labels
+    are redrawn in all (15 % of 100 points in 10 classes of 10: 1.5 per class on average).
+    """
+    out, noised = y.copy(), np.zeros(y.shape, dtype=bool)
+    sizes = np.array([np.sum(y == c) for c in range(k)])
+    counts = np.floor(r * sizes + 1e-9).astype(int)
+    missing = int(round(r * y.size)) - int(counts.sum())
+    if missing > 0:
+        eligible = np.flatnonzero(counts < sizes)
+        counts[rs.choice(eligible, size=min(missing, eligible.size), replace=False)] += 1
+    for c in range(k):
+        members = np.flatnonzero(y == c)
+        count = int(counts[c])
+        if count:
+            pick = rs.choice(members, size=count, replace=False)
+            out[pick] = rs.randint(0, k, size=count)
+            noised[pick] = True
+    return out, noised
+
+
+def gauss_k(
+    k: int,
+    *,
+    n: int = 100,
+    dim: int = 50,
+    label_noise: float = 0.0,
+    standardize: bool = True,
+    n_test: int = 0,
+    seed: int = 0,
+    cluster_std: float = 1.0,
+    center_box: tuple[float, float] = (-10.0, 10.0),
+    dtype: torch.dtype = torch.float32,
+) -> GaussK:
+    """The Hessian paper's Gauss-k data: ``n`` points in equal numbers from ``k`` Gaussians
+    ``N(c_j, cluster_std² I)`` in ``R^dim`` with centres uniform in ``center_box`` per coordinate
+    (scikit-learn's ``make_blobs`` with its defaults, as App. A.1 says), a fraction
+    ``label_noise`` = r of each class relabelled uniformly over the ``k`` classes (``round(r n)``
+    labels redrawn in all, see :func:`_noise_labels`; about r(k − 1)/k of the labels change),
+    and ``n_test`` fresh points from the same centres.
+
+    ``standardize`` maps every input (training and test) through the training set's per-feature
+    mean and standard deviation (population, divisor n), as App. A.2 does for MNIST; the paper's
+    literal Gauss-k uses the raw features (``standardize=False``). Everything is drawn from one
+    ``numpy.random.RandomState(seed)`` in a fixed order (training points, their label noise, test
+    points, their label noise), so the training set does not depend on ``n_test``.
+    """
+    from sklearn.datasets import make_blobs
+
+    if not 0.0 <= label_noise < 1.0:
+        raise ValueError(
+            f"label_noise r must be in [0, 1) (the fraction of each class relabelled), got {label_noise}; "
+            "use e.g. 0.15 for the paper's 15 % random labels"
+        )
+    if k < 2 or n < k or dim < 1 or n_test < 0:
+        raise ValueError(f"need k >= 2 classes, n >= k points, dim >= 1 and n_test >= 0; got k={k}, n={n}, dim={dim}, n_test={n_test}")
+    rs = np.random.RandomState(seed)
+    x, y, centers = make_blobs(n_samples=n, n_features=dim, centers=k, cluster_std=cluster_std,
+                               center_box=center_box, random_state=rs, return_centers=True)
+    y_noisy, noised = _noise_labels(y, k, label_noise, rs)
+    if n_test:
+        xt, yt = make_blobs(n_samples=n_test, centers=centers, cluster_std=cluster_std, random_state=rs)
+        yt_noisy, _ = _noise_labels(yt, k, label_noise, rs)
+    else:
+        xt, yt, yt_noisy = np.zeros((0, dim)), np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    shift = x.mean(0) if standardize else np.zeros(dim)
+    scale = x.std(0) if standardize else np.ones(dim)
+
+    def t(a, kind=dtype):
+        return torch.as_tensor(np.asarray(a), dtype=kind)
+
+    pct = f"{100 * label_noise:g}"
+    return GaussK(
+        name=f"gauss{k}-{pct}",
+        x=t((x - shift) / scale),
+        y=t(y_noisy, torch.int64),
+        y_clean=t(y, torch.int64),
+        noised=t(noised, torch.bool),
+        x_test=t((xt - shift) / scale),
+        y_test=t(yt, torch.int64),
+        y_test_noisy=t(yt_noisy, torch.int64),
+        centers=t(centers),
+        shift=t(shift),
+        scale=t(scale),
+        label_noise=float(label_noise),
+        source=f"sklearn.make_blobs(n={n}, centers={k}, d={dim}, seed={seed}), {pct} % labels redrawn"
+        + (", standardised" if standardize else ", raw features"),
+    )
+
 
 # ------------------------------------------------------------------- Graduate Admission data
 
@@ -244,6 +401,43 @@ def _parse_admission(text: str, source: str) -> Dataset:
     x = torch.tensor([[float(r[c]) for c in cols] for r in body], dtype=torch.float64)
     y = torch.tensor([float(r[tcol]) for r in body], dtype=torch.float64)
     return Dataset("admission", x, y, source)
+
+
+# ------------------------------------------------------------------------------ label noise
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    """Labels with a fraction replaced: ``y`` (the new labels), ``flipped`` (a boolean mask of the
+    changed examples) and ``fraction`` (the realised fraction, ``flipped.sum() / n``)."""
+
+    y: torch.Tensor
+    flipped: torch.Tensor
+    fraction: float
+
+
+def label_noise(y: torch.Tensor, fraction: float, classes: int, generator: torch.Generator) -> NoisyLabels:
+    """Replace the labels of exactly ``round(fraction · n)`` examples, chosen uniformly without
+    replacement, by a label drawn uniformly from the *other* ``classes − 1`` classes, so that
+    every chosen example is mislabelled. ``y`` is not changed (a new tensor is returned)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    if classes < 2:
+        raise ValueError(f"label noise needs at least 2 classes, got {classes}")
+    if y.ndim != 1 or y.is_floating_point():
+        raise ValueError(f"y must be a 1-d tensor of integer labels, got {y.dtype} of shape {tuple(y.shape)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(f"labels must lie in [0, {classes}), got [{int(y.min())}, {int(y.max())}]")
+    n = y.shape[0]
+    k = int(round(fraction * n))
+    dev = generator.device
+    idx = torch.randperm(n, generator=generator, device=dev)[:k].to(y.device)
+    shift = torch.randint(1, classes, (k,), generator=generator, device=dev).to(y.device)
+    out = y.clone()
+    out[idx] = (y[idx] + shift) % classes
+    flipped = torch.zeros(n, dtype=torch.bool, device=y.device)
+    flipped[idx] = True
+    return NoisyLabels(out, flipped, k / n if n else 0.0)
 
 
 # ------------------------------------------------------------------ stand-ins, stated openly

@@ -150,7 +150,11 @@ def functional_view(model: nn.Module, bn_mode: str, per_example: bool = False) -
         raise ValueError("the model has no parameter that requires grad")
     module = model
     has_bn = has_batch_norm(model)
-    if has_bn or reaches_a_module_twice(model):
+    # batch norm already in eval mode with bn_mode="eval" needs no change of mode: no copy
+    bn_as_is = has_bn and bn_mode == "eval" and not any(
+        m.training for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    )
+    if (has_bn and not bn_as_is) or reaches_a_module_twice(model):
         if has_bn and per_example and bn_mode == "train":
             raise ValueError(
                 "per-example gradients of a network with batch normalisation are not defined "
@@ -287,6 +291,15 @@ def flat_loss(
       updating any running statistic (``torch.func.replace_all_batch_norm_modules_`` on the copy).
 
     A model with batch norm needs ``bn_mode`` stated; without batch norm it is ignored.
+
+    Cost: one forward pass of the batch per call of ``f`` (no graph is kept between calls); the
+    copy shares the model's tensors, so no parameter memory is duplicated.
+
+    Example::
+
+        f, theta = flat_loss(model, F.cross_entropy, x, y)
+        g = torch.func.grad(f)(theta)                  # ∇L(θ₀) as a [d] vector
+        f(theta + 0.1 * torch.randn_like(theta))       # the loss at a nearby point
     """
     check_bn_mode(bn_mode)
     has_bn = has_batch_norm(model)
@@ -315,3 +328,16 @@ def flat_loss(
     return f, theta0
 
 
+def materialize(base: nn.Module, params: dict[str, torch.Tensor], run: int | None = None) -> nn.Module:
+    """A real module with the architecture of ``base`` (which may live on the meta device, as the
+    base of :func:`sgdbook.ensemble.ensemble_sgd` does) holding a copy of ``params`` (``{name:
+    tensor}``), or of run ``run`` of a stack ``{name: [R, ...]}``, on their device and dtype.
+    Buffers of ``base`` are allocated uninitialised: set them if the architecture has any."""
+    first = next(iter(params.values()))
+    model = copy.deepcopy(base).to_empty(device=first.device).to(first.dtype)
+    with torch.no_grad():
+        for k, q in model.named_parameters():
+            if k not in params:
+                raise ValueError(f"params has no entry for the parameter {k!r} of base")
+            q.copy_(params[k] if run is None else params[k][run])
+    return model

@@ -57,17 +57,23 @@ def _one(t: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "FinitePopulationMoments",
+    "GramMoments",
     "MinibatchMoments",
     "SecondMomentOperator",
     "all_minibatches",
     "finite_population_moments",
     "full_gradient",
+    "gram_moments",
     "linear_fast_path_applies",
+    "minibatch_grads",
     "minibatch_moments",
+    "minibatch_second_moment",
     "per_example_grads",
     "sample_minibatches",
     "second_moment_matrix",
     "second_moment_operator",
+    "second_moment_top",
+    "stacked_per_example_grads",
 ]
 
 
@@ -123,42 +129,174 @@ def _linear_per_example(leaves, s: FunctionalView, loss_fn, x, y, out: torch.Ten
             out[:, o : o + shape.numel()] = delta if delta.ndim == 2 else delta.sum(1)
 
 
+#: Layers whose per-example parameter gradients :func:`_layer_per_example` writes out.
+_LAYER_TYPES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def layer_plan(s: FunctionalView) -> list[nn.Module] | None:
+    """The modules of ``s.module`` that own the trainable parameters, if every one of them is an
+    ``nn.Linear``, an ``nn.Conv2d`` (one group, zero padding given as numbers) or a batch norm in
+    eval mode with running statistics, owning only ``weight``/``bias``; else None. No active
+    dropout may be present (its randomness would enter the gradients)."""
+    plan = []
+    trained = {id(p) for p in s.module.parameters() if p.requires_grad}
+    for m in s.module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            return None
+        own = [(k, p) for k, p in m.named_parameters(recurse=False) if id(p) in trained]
+        if not own:
+            continue
+        if type(m) not in _LAYER_TYPES or any(k not in ("weight", "bias") for k, _ in own):
+            return None
+        if type(m) is nn.Conv2d and (m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return None
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
+            return None
+        plan.append(m)
+    return plan or None
+
+
+class _UsedTwice(RuntimeError):
+    """A layer of the plan ran twice in one forward pass (shared weights): the layer path does not apply."""
+
+
+def _layer_per_example(plan, s: FunctionalView, loss_fn, x, y, out: torch.Tensor) -> None:
+    """Per-example gradients of a network whose parameters all sit in :func:`layer_plan`'s layers,
+    written into ``out`` (``[n, d]``): one batched forward pass (hooks keep each layer's input
+    ``a`` and output), one backward pass of ``Σ_i f_i`` for the output signals ``δ``, then per
+    layer the per-example products: ``δ aᵀ`` (Linear), one grouped weight-gradient convolution
+    with the examples as groups (Conv2d; what ``vmap`` does too), ``Σ δ·â`` and ``Σ δ`` (batch
+    norm, ``â`` the input normalised by the running statistics). Examples must not interact in
+    the forward pass: the caller checks one row against its own single-example gradient."""
+    named = dict(s.module.named_parameters())
+    where = {id(named[k]): (o, shape) for k, o, shape in zip(s.names, s.offsets, s.shapes)}
+    n = x.shape[0]
+    seen: dict[nn.Module, tuple] = {}
+
+    def keep(mod, inputs, output):
+        if mod in seen:
+            raise _UsedTwice
+        seen[mod] = (inputs[0].detach(), output)
+
+    handles = [m.register_forward_hook(keep) for m in plan]
+    try:
+        with torch.enable_grad():
+            logits = s.module(x)
+            if loss_fn in (F.cross_entropy, F.nll_loss) and logits.ndim == 2 and y.ndim == 1:
+                total = loss_fn(logits, y, reduction="sum")  # Σ_i f_i without vmap's overhead
+            else:
+                total = per_example_losses(loss_fn, logits, y).sum()
+            signals = torch.autograd.grad(total, [seen[m][1] for m in plan], allow_unused=True, materialize_grads=True)
+    finally:
+        for h in handles:
+            h.remove()
+    for m, delta in zip(plan, signals):
+        a = seen[m][0]
+        w_at = where.get(id(m.weight)) if m.weight is not None else None
+        b_at = where.get(id(m.bias)) if getattr(m, "bias", None) is not None else None
+        w_view = out[:, w_at[0] : w_at[0] + w_at[1].numel()] if w_at else None
+        b_view = out[:, b_at[0] : b_at[0] + b_at[1].numel()] if b_at else None
+        if type(m) is nn.Linear:
+            if a.ndim > 2:
+                a, delta = a.reshape(n, -1, a.shape[-1]), delta.reshape(n, -1, delta.shape[-1])
+            if w_view is not None:
+                if a.ndim == 2:
+                    torch.mul(delta[:, :, None], a[:, None, :], out=w_view.view(n, *w_at[1]))
+                else:
+                    torch.bmm(delta.transpose(1, 2), a, out=w_view.view(n, *w_at[1]))
+            if b_view is not None:
+                b_view.copy_(delta if delta.ndim == 2 else delta.sum(1))
+        elif type(m) is nn.Conv2d:
+            if w_view is not None:
+                cout = delta.shape[1]
+                shape_only = m.weight.new_zeros(()).expand(n * cout, *m.weight.shape[1:])  # values not read
+                gw = torch.ops.aten.convolution_backward(
+                    delta.reshape(1, n * cout, *delta.shape[2:]), a.reshape(1, n * a.shape[1], *a.shape[2:]),
+                    shape_only, None, m.stride, m.padding, m.dilation, False, (0, 0), n, (False, True, False),
+                )[1]
+                w_view.copy_(gw.view(n, -1))
+            if b_view is not None:
+                b_view.copy_(delta.sum((2, 3)))
+        else:  # batch norm in eval mode
+            shape = (1, -1) + (1,) * (a.ndim - 2)
+            dims = tuple(range(2, a.ndim))
+            if w_view is not None:
+                xhat = (a - m.running_mean.view(shape)) * torch.rsqrt(m.running_var.view(shape) + m.eps)
+                prod = delta * xhat
+                w_view.copy_(prod.sum(dims) if dims else prod)
+            if b_view is not None:
+                b_view.copy_(delta.sum(dims) if dims else delta)
+
+
+def _row_matches(s: FunctionalView, loss_fn, x, y, row: torch.Tensor) -> bool:
+    """Whether ``row`` equals the gradient of example 0's loss computed on its own (a batch of
+    one), to rounding: the check that examples do not interact in the batched forward pass."""
+    named = dict(s.module.named_parameters())
+    with torch.enable_grad():
+        g = torch.autograd.grad(loss_fn(s.module(x[:1]), y[:1]), [named[k] for k in s.names], allow_unused=True,
+                                materialize_grads=True)
+    ref = torch.cat([t.reshape(-1) for t in g])
+    tol = (1e-9 if ref.dtype == torch.float64 else 1e-4) * float(torch.linalg.vector_norm(ref)) + 1e-30
+    return float(torch.linalg.vector_norm(row - ref)) <= tol
+
+
 def per_example_grads(
     model: nn.Module,
     loss_fn: LossFn,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    method: Literal["auto", "vmap", "linear"] = "auto",
+    method: Literal["auto", "vmap", "linear", "layer"] = "auto",
     chunk: int | None = None,
     bn_mode: BNMode = "train",
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The gradients ``∇f_i`` of every example's own loss, as rows of an ``[n, d]`` tensor.
 
-    ``method="vmap"``: ``vmap`` over examples of ``grad`` of the functional model on a batch of one.
-    ``method="linear"``: for networks made only of ``nn.Linear`` and elementwise layers (nested
-    ``nn.Sequential``), one batched forward and backward pass and per-layer outer products,
-    written straight into the output. ``"auto"`` takes the linear path where it applies
-    (:func:`linear_fast_path_applies`). ``chunk`` bounds the examples processed at once (default:
-    all for the linear path; for the vmap path as many as keep each chunk's gradients near
-    2²³ numbers, which lets the allocator reuse the temporaries).
-    A network with batch normalisation needs ``bn_mode="eval"`` (running statistics).
-    ``out`` (``[n, d]``, the parameters' dtype and device) is filled and returned instead of a
-    fresh tensor: on CPU, first-touch page faults of a fresh ``n × d`` buffer can cost more than
-    the gradients themselves (a fresh buffer is asked for huge pages, :func:`fresh_buffer`, which
-    removes most of that cost where the kernel grants them), so reuse one buffer across repeated
-    calls.
+    ``f_i = loss_fn(model(x[i:i+1]), y[i:i+1])``: no ``1/n`` factor, whatever the reduction of
+    ``loss_fn``; the mean of the rows is the full-batch gradient of a mean-reduced loss.
+
+    Arguments: ``method="vmap"``: ``vmap`` over examples of ``grad`` of the functional model on a
+    batch of one; ``method="linear"``: for networks made only of ``nn.Linear`` and elementwise
+    layers (nested ``nn.Sequential``), one batched forward and backward pass and per-layer outer
+    products ``δ_l a_lᵀ``, written straight into the output; ``method="layer"``: for networks
+    whose trainable parameters all sit in Linear, Conv2d and (eval-mode) batch-norm layers, with
+    any code between them (residual connections, pooling), one batched forward and backward pass
+    and the per-layer per-example products written into the output (example 0's gradient is
+    recomputed on its own and compared: a model whose examples interact falls back to ``vmap``);
+    ``"auto"`` takes the linear path where it applies (:func:`linear_fast_path_applies`), else the
+    layer path where it applies (:func:`layer_plan`), else ``vmap``. ``chunk`` bounds the examples
+    processed at once (default: all for the linear and layer paths; for the vmap path as many as
+    keep each chunk's gradients near 2²³ numbers). A network with batch normalisation needs ``bn_mode="eval"`` (running
+    statistics). ``out`` (``[n, d]``, the parameters' dtype and device) is filled and returned
+    instead of a fresh tensor: reuse one buffer across repeated calls (a fresh ``n × d`` buffer
+    costs first-touch page faults on the CPU; :func:`fresh_buffer` asks for huge pages).
+
+    Returns ``[n, d]`` in the parameters' dtype and device, columns in the flat-parameter layout.
+    Cost: ``n · d`` numbers of output; the linear path is one forward and one backward pass of the
+    batch plus the outer products; the vmap path about ``n`` single-example passes, batched.
+    Timings against BackPACK and plain ``vmap``: the performance appendix.
+
+    Example::
+
+        G = per_example_grads(model, F.cross_entropy, x, y)      # [n, d]
+        G.mean(0)                                                # the full-batch gradient
     """
     n = check_data(x, y)
+    if method not in ("auto", "vmap", "linear", "layer"):
+        raise ValueError(f"unknown method {method!r}: use 'auto', 'vmap', 'linear' or 'layer'")
     s = functional_view(model, bn_mode, per_example=True)
     leaves = linear_leaves(model) if method in ("auto", "linear") else None
     if method == "linear" and leaves is None:
         raise ValueError(
             "method='linear' needs an nn.Sequential of nn.Linear and elementwise layers only"
         )
-    if method not in ("auto", "vmap", "linear"):
-        raise ValueError(f"unknown method {method!r}: use 'auto', 'vmap' or 'linear'")
+    plan = layer_plan(s) if leaves is None and method in ("auto", "layer") else None
+    if method == "layer" and plan is None:
+        raise ValueError(
+            "method='layer' needs every trainable parameter in an nn.Linear, nn.Conv2d (one group) or "
+            "eval-mode batch-norm layer, and no active dropout"
+        )
     if out is None:
         out = fresh_buffer(n, s.d, s.dtype, s.device)
     elif out.shape != (n, s.d) or out.dtype != s.dtype or out.device != s.device:
@@ -166,13 +304,23 @@ def per_example_grads(
     if chunk is not None:
         step = max(1, int(chunk))
     else:
-        step = n if leaves is not None else max(1, (1 << 23) // s.d)
+        step = n if (leaves is not None or plan is not None) else max(1, (1 << 23) // s.d)
     if leaves is not None:
         for a in range(0, n, step):
             _linear_per_example(
                 leaves, s, loss_fn, x[a : a + step], y[a : a + step], out[a : a + step]
             )
         return out
+    if plan is not None:
+        try:
+            for a in range(0, n, step):
+                _layer_per_example(plan, s, loss_fn, x[a : a + step], y[a : a + step], out[a : a + step])
+            if _row_matches(s, loss_fn, x, y, out[0]):
+                return out
+        except _UsedTwice:
+            pass
+        if method == "layer":
+            raise ValueError("method='layer' does not apply: a layer runs twice, or the examples interact")
 
     def loss_one(p, xi, yi):
         return loss_fn(functional_call(s.module, p, (_one(xi),)), _one(yi))
@@ -234,18 +382,24 @@ def sample_minibatches(
     *,
     device: torch.device | str | None = None,
     max_elements: int = 1 << 20,
+    replacement: bool = False,
 ) -> torch.Tensor:
     """``n_s`` independent uniform random minibatches of size ``m`` from ``range(n)``: ``[n_s, m]``.
 
     Each row is drawn without replacement (the ``m`` largest of ``n`` i.i.d. uniform keys, in
-    float64), rows independently. The keys are drawn for blocks of rows of at most
-    ``max_elements`` keys, so memory stays bounded for large ``n``. The draw happens on the
-    generator's device; the result is moved to ``device`` (default: the generator's).
+    float64), rows independently; with ``replacement=True`` its ``m`` indices are i.i.d. uniform
+    (the Hessian paper's "random samples with replacement", for which ``Cov ĝ = Σ/m`` exactly).
+    The keys are drawn for blocks of rows of at most ``max_elements`` keys, so memory stays
+    bounded for large ``n``. The draw happens on the generator's device; the result is moved to
+    ``device`` (default: the generator's).
     """
-    if not 1 <= m <= n:
-        raise ValueError(f"minibatch size m = {m} must be in [1, n = {n}]")
+    if not 1 <= m or (not replacement and m > n):
+        raise ValueError(f"minibatch size m = {m} must be in [1, n = {n}] (any m >= 1 with replacement)")
     if n_s < 1:
         raise ValueError(f"n_s = {n_s} must be >= 1")
+    if replacement:
+        idx = torch.randint(0, n, (n_s, m), generator=generator, device=generator.device)
+        return idx if device is None else idx.to(device)
     rows = max(1, max_elements // n)
     parts = []
     for a in range(0, n_s, rows):
@@ -256,12 +410,22 @@ def sample_minibatches(
     return idx if device is None else idx.to(device)
 
 
-def all_minibatches(n: int, m: int, device: torch.device | str | None = None) -> torch.Tensor:
+def all_minibatches(
+    n: int, m: int, device: torch.device | str | None = None, *, replacement: bool = False
+) -> torch.Tensor:
     """Every ``m``-subset of ``range(n)`` as a ``[C(n, m), m]`` index tensor (exact enumeration).
 
     Lexicographic order, grown one position at a time (``m`` batched steps), so memory is
     ``C(n, m) · m`` integers (``torch.combinations`` forms an ``n^m`` grid first).
+    With ``replacement=True``: every ordered ``m``-tuple, ``[n^m, m]`` in lexicographic order,
+    each as likely as any other under i.i.d. uniform sampling with replacement (so averages over
+    the rows are exact expectations for :func:`sample_minibatches` with ``replacement=True``).
     """
+    if replacement:
+        if m < 1 or n < 1:
+            raise ValueError(f"need n >= 1 and m >= 1, got n = {n}, m = {m}")
+        digits = torch.arange(n ** m, device=device)[:, None] // (n ** torch.arange(m - 1, -1, -1, device=device))
+        return digits % n
     if not 1 <= m <= n:
         raise ValueError(f"minibatch size m = {m} must be in [1, n = {n}]")
     rows = torch.arange(n - m + 1, device=device)[:, None]
@@ -357,16 +521,29 @@ def minibatch_moments(
     ``chunk`` minibatches at a time by ``vmap`` over minibatches of ``grad``, and reduced at once
     into running sums: peak extra memory is about ``chunk · d`` numbers (the chunk's gradients,
     reduced in place) plus the activations of ``chunk · m`` examples and three float64
-    ``d``-vectors (measured on the 784-800-10 net, ``d`` = 635,200: 40 MB + 2.7 MB per
-    minibatch of the chunk), never ``n_s · d``. The default ``chunk`` keeps ``chunk · d`` near 2²² numbers
+    ``d``-vectors, never ``n_s · d``. The default ``chunk`` keeps ``chunk · d`` near 2²² numbers
     on CPU (small chunks let the allocator reuse memory instead of faulting in fresh pages) and
     2²⁶ on a GPU. With batch normalisation and ``bn_mode="train"``
-    every minibatch uses its own batch statistics.
+    every minibatch uses its own batch statistics. ``u`` (a ``[d]`` vector) adds the cosines
+    ``cos(u, ĝ_i)``; ``ddof`` is the divisor's offset of the variances (``n_s − ddof``).
+
+    Returns a :class:`MinibatchMoments`: the mean ``ĝ̄``, the norms ``‖ĝ_i‖``, ``E‖ĝ‖``, ``E‖ĝ‖²``,
+    ``tr Cov(ĝ)``, the SNR ``E‖ĝ‖ / √tr Cov``, the norm stochasticity ``sd‖ĝ‖ / E‖ĝ‖``, the
+    resultant ``Σ ĝ_i/‖ĝ_i‖``, its mean length ``r̄`` and ``κ̂`` (:func:`sgdbook.directional.kappa_hat`);
+    standard errors ``*_se`` for the moments and ratios (not for ``r̄`` and ``κ̂``; see the class).
+    Cost: ``n_s`` minibatch gradients
+    (``n_s · m`` example passes, batched by ``vmap``). Memory and timings against a stored
+    ``n_s × d`` matrix: the performance appendix.
 
     Numerics: sums are accumulated in float64; ``tr Cov`` is computed from the shifted sums
     ``Σ ‖ĝ_i − c‖²`` and ``Σ (ĝ_i − c)`` with ``c`` the first chunk's mean, which avoids the
     cancellation in ``E‖ĝ‖² − ‖E ĝ‖²`` when the SNR is large. A minibatch gradient of norm zero
     has no direction: the resultant and cosines are then NaN.
+
+    Example::
+
+        r = minibatch_moments(model, F.cross_entropy, x, y, 64, 3000, torch.Generator().manual_seed(0))
+        r.kappa_hat, r.snr, r.norm_stochasticity
     """
     n = check_data(x, y)
     if indices is None:
@@ -537,6 +714,8 @@ class SecondMomentOperator:
     ``op @ v`` for ``v`` of shape ``[d]`` or ``[d, k]`` (columns batched with ``vmap``); each
     product costs one forward-mode pass (``J v``, the ``n`` directional derivatives of the
     per-example losses) and one reverse pass (``Jᵀ (J v) / n``), per chunk of examples.
+    ``op(v)`` and ``op.batch(V)`` (rows of ``V``) give it the operator interface of
+    :mod:`sgdbook.curvature`, so that :func:`sgdbook.curvature.lanczos` takes it directly.
     """
 
     d: int
@@ -562,6 +741,13 @@ class SecondMomentOperator:
         if v.ndim == 2 and v.shape[0] == self.d:
             return vmap(self._matvec, in_dims=1, out_dims=1)(v)
         raise ValueError(f"expected shape [{self.d}] or [{self.d}, k], got {tuple(v.shape)}")
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        return self.matvec(v)
+
+    def batch(self, V: torch.Tensor) -> torch.Tensor:
+        """``V M`` for a block of row vectors ``V`` (``[b, d]``): ``b`` products."""
+        return (self @ V.mT).mT
 
 
 def _load_jvp_decompositions() -> None:
@@ -663,3 +849,251 @@ def second_moment_matrix(
         g = total / n
         M -= torch.outer(g, g)
     return M
+
+
+# ------------------------------------------- moments through the n × n Gram, batched over runs
+#
+# For per-example gradients ``G`` (rows ``g_i``, shape ``[..., n, p]`` with any leading run
+# dimensions): ``μ = (1/n) Σ g_i``, ``M = (1/n) GᵀG``, ``Σ = M − μμᵀ`` (divisor ``n``) and the
+# second moment of a minibatch mean gradient of size ``m``, ``M^(m) = c Σ + μμᵀ`` with ``c = 1/m``
+# for minibatches drawn with replacement and ``c = (n − m)/(m (n − 1))`` without. Quantities that
+# depend on ``M`` or ``Σ`` only through their non-zero spectrum come from the ``n × n`` Gram
+# matrices ``GGᵀ/n`` and ``G_cG_cᵀ/n`` (``G_c = G − μ``): ``n²p + n³`` work instead of ``p³``.
+
+
+def _check_G(G: torch.Tensor) -> tuple[int, int]:
+    if G.ndim < 2:
+        raise ValueError(f"G must have shape [..., n, p] (per-example gradients as rows), got {tuple(G.shape)}")
+    return G.shape[-2], G.shape[-1]
+
+
+def _minibatch_factor(n: int, m: int, replacement: bool) -> float:
+    if not 1 <= m or (not replacement and m > n):
+        raise ValueError(f"minibatch size m = {m} must be >= 1 (and <= n = {n} without replacement)")
+    if replacement:
+        return 1.0 / m
+    return (n - m) / (m * (n - 1)) if n > 1 else 0.0
+
+
+@dataclass(frozen=True, eq=False)  # tensor fields
+class GramMoments:
+    """Moments of the per-example gradients of one or many runs (each field ``[...]``, ``mu``
+    ``[..., p]``), computed by :func:`gram_moments`."""
+
+    mu: torch.Tensor  # μ = (1/n) Σ g_i
+    mu_sq: torch.Tensor  # ‖μ‖²
+    tr_M: torch.Tensor  # Tr M = (1/n) Σ ‖g_i‖²
+    tr_Sigma: torch.Tensor  # Tr Σ = Tr M − ‖μ‖²
+    tr_M_m: torch.Tensor  # Tr M^(m) = c Tr Σ + ‖μ‖² (NaN when no m was given)
+    sigma_fro: torch.Tensor  # ‖Σ‖_F
+    sigma_2: torch.Tensor  # ‖Σ‖₂ = λ_max(Σ)
+    sigma_half_mu: torch.Tensor  # ‖Σ^{1/2} μ‖ = √(μᵀ Σ μ)
+    n: int
+    p: int
+    m: int | None
+    replacement: bool
+
+
+def gram_moments(G: torch.Tensor, m: int | None = None, *, replacement: bool = True) -> GramMoments:
+    """Trace, Frobenius and spectral norms of ``M`` and ``Σ``, and ``‖Σ^{1/2}μ‖``, for per-example
+    gradients ``G`` ``[..., n, p]`` (any leading run dimensions), through the ``n × n`` Gram matrix.
+
+    ``‖Σ‖_F² = ‖G_cG_cᵀ‖_F²/n²`` and ``‖Σ‖₂ = λ_max(G_cG_cᵀ)/n`` (the non-zero spectra of
+    ``G_cᵀG_c`` and ``G_cG_cᵀ`` agree), ``μᵀΣμ = ‖G_c μ‖²/n``. With ``m``, ``tr_M_m`` is the trace of
+    the minibatch second moment ``M^(m)`` (Eq. 26; with or without ``replacement``).
+    """
+    n, p = _check_G(G)
+    mu = G.mean(-2)
+    Gc = G - mu.unsqueeze(-2)
+    mu_sq = torch.linalg.vecdot(mu, mu)
+    tr_sigma = (Gc * Gc).sum((-2, -1)) / n
+    gram = Gc @ Gc.mT / n  # [..., n, n]
+    ev = torch.linalg.eigvalsh(gram)
+    sigma_fro = torch.linalg.matrix_norm(gram)  # = √Σλ² of Σ's non-zero spectrum
+    proj = Gc @ mu.unsqueeze(-1)  # [..., n, 1]
+    sigma_half_mu = (proj.squeeze(-1).square().sum(-1) / n).clamp_min(0).sqrt()
+    if m is not None:
+        tr_m = _minibatch_factor(n, m, replacement) * tr_sigma + mu_sq
+    else:
+        tr_m = torch.full_like(mu_sq, float("nan"))
+    return GramMoments(
+        mu=mu,
+        mu_sq=mu_sq,
+        tr_M=tr_sigma + mu_sq,
+        tr_Sigma=tr_sigma,
+        tr_M_m=tr_m,
+        sigma_fro=sigma_fro,
+        sigma_2=ev[..., -1].clamp_min(0),
+        sigma_half_mu=sigma_half_mu,
+        n=n,
+        p=p,
+        m=m,
+        replacement=replacement,
+    )
+
+
+def second_moment_top(G: torch.Tensor, k: int, *, centered: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest eigenpairs of ``M = (1/n) GᵀG`` (``centered``: of ``Σ``) for per-example
+    gradients ``G`` ``[..., n, p]``, through the ``n × n`` Gram matrix.
+
+    If ``K = AAᵀ/n = U Λ Uᵀ`` (``A = G`` or ``G_c``), then ``AᵀA/n`` has the same non-zero
+    eigenvalues with orthonormal eigenvectors ``v_j = Aᵀu_j/√(n λ_j)``. Returns eigenvalues
+    ``[..., k]`` (descending) and eigenvectors ``[..., p, k]``; ``k`` is at most ``min(n, p)``.
+    Eigenvalues at most 1e-12 of the largest are numerically zero: they are returned as 0 and
+    their eigenvectors (not determined by the Gram matrix) as zero columns.
+    """
+    n, p = _check_G(G)
+    if not 1 <= k <= min(n, p):
+        raise ValueError(f"k = {k} must be in [1, min(n, p) = {min(n, p)}]")
+    A = G - G.mean(-2, keepdim=True) if centered else G
+    lam, U = torch.linalg.eigh(A @ A.mT / n)
+    lam, U = lam.flip(-1)[..., :k], U.flip(-1)[..., :k]
+    tiny = lam[..., :1].abs() * 1e-12
+    ok = lam > tiny
+    scale = torch.where(ok, (n * lam.clamp_min(torch.finfo(lam.dtype).tiny)).rsqrt(), torch.zeros_like(lam))
+    V = (A.mT @ U) * scale.unsqueeze(-2)
+    return torch.where(ok, lam, torch.zeros_like(lam)), V
+
+
+def minibatch_second_moment(G: torch.Tensor, m: int, *, replacement: bool = True) -> torch.Tensor:
+    """The exact second moment ``E[ĝĝᵀ] = c Σ + μμᵀ`` of a minibatch mean gradient ``ĝ`` of size ``m``
+    (Eq. 26), ``[..., p, p]``: ``c = 1/m`` when the ``m`` indices are drawn independently with
+    replacement (the Hessian paper's App. A), ``c = (n − m)/(m (n − 1))`` for a uniform ``m``-subset."""
+    n, p = _check_G(G)
+    c = _minibatch_factor(n, m, replacement)
+    mu = G.mean(-2)
+    Gc = G - mu.unsqueeze(-2)
+    return (c / n) * (Gc.mT @ Gc) + mu.unsqueeze(-1) * mu.unsqueeze(-2)
+
+
+def _stacked_linear_per_example(leaves, where, params, x, y, loss_fn, out):
+    """Per-example gradients of every run of a Linear/elementwise network into ``out`` ``[R, n, p]``:
+    one batched forward pass (``baddbmm`` with each run's weights), the per-example loss gradient
+    with respect to the outputs, and a reverse pass in which a Linear layer's per-example weight
+    gradient is the outer product ``δ aᵀ`` and its bias gradient ``δ``."""
+    runs, n = out.shape[0], out.shape[1]
+    h = x.unsqueeze(0).expand(runs, *x.shape)
+    saved = []
+    for mod in leaves:
+        saved.append(h)
+        if type(mod) is nn.Linear:
+            (w, _), (b, _) = where[id(mod.weight)], where.get(id(mod.bias), (None, None))
+            a = h.reshape(runs, -1, h.shape[-1])
+            z = torch.bmm(a, params[w].transpose(1, 2)) if b is None else torch.baddbmm(params[b][:, None, :], a, params[w].transpose(1, 2))
+            h = z.reshape(*h.shape[:-1], z.shape[-1])
+        elif type(mod) is nn.Flatten:
+            h = h.flatten(2)
+        else:
+            h = mod(h.clone() if getattr(mod, "inplace", False) else h)
+    if loss_fn is F.cross_entropy and h.ndim == 3 and y.ndim == 1 and not y.is_floating_point():
+        d = torch.softmax(h, -1)
+        d[..., :].scatter_add_(-1, y.expand(runs, n)[..., None], torch.full_like(d[..., :1], -1.0))
+    else:
+        logits = h.detach().requires_grad_()
+        with torch.enable_grad():
+            total = vmap(lambda o: per_example_losses(loss_fn, o, y))(logits).sum()
+            (d,) = torch.autograd.grad(total, logits)
+    first = next(i for i, m in enumerate(leaves) if type(m) is nn.Linear)
+    for i in range(len(leaves) - 1, first - 1, -1):
+        mod, z = leaves[i], saved[i]
+        if type(mod) is nn.Linear:
+            (w, (o, shape)) = where[id(mod.weight)]
+            a = z.reshape(runs, n, z.shape[-1]) if z.ndim == 3 else None
+            if a is None:
+                raise ValueError("the stacked per-example path takes inputs of one vector per example")
+            torch.mul(d[:, :, :, None], a[:, :, None, :], out=out[:, :, o : o + shape.numel()].view(runs, n, *shape))
+            if id(mod.bias) in where:
+                ob, sb = where[id(mod.bias)][1]
+                out[:, :, ob : ob + sb.numel()] = d
+            if i > first:
+                d = torch.bmm(d, params[w])
+        elif type(mod) is nn.Flatten:
+            d = d.reshape(z.shape)
+        elif type(mod) is nn.ReLU:
+            d = torch.ops.aten.threshold_backward(d, z, 0)
+        elif type(mod) is not nn.Identity:
+            f = (lambda t, mod=mod: mod(t.clone())) if getattr(mod, "inplace", False) else mod
+            d = vjp(f, z)[1](d)[0]
+
+
+def stacked_per_example_grads(
+    base: nn.Module,
+    params: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn=F.cross_entropy,
+    *,
+    chunk: int | None = None,
+    buffers: dict[str, torch.Tensor] | None = None,
+    fast_path: bool = True,
+) -> torch.Tensor:
+    """Per-example gradients of every run of a stack ``params`` (``{name: [R, ...]}``, as in
+    :func:`sgdbook.ensemble.ensemble_sgd`): ``[R, n, p]``, flattened in ``base.named_parameters()``
+    order (the layout of :func:`flat_parameters`). ``vmap`` over runs of ``vmap`` over examples of
+    ``grad`` of ``loss_fn`` on a batch of one, ``chunk`` runs at a time (default: as many as keep
+    ``chunk · n · p`` near 2²⁴ numbers).
+    """
+    names = [k for k, _ in base.named_parameters()]
+    if set(names) != set(params):
+        raise ValueError(f"params must hold exactly the parameters of base: {names}")
+    runs = params[names[0]].shape[0]
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"{n} inputs but {y.shape[0]} targets")
+    buffers = buffers or {}
+    params = {k: v.detach() for k, v in params.items()}
+    p = sum(params[k][0].numel() for k in names)
+
+    def loss_one(pr, xi, yi):
+        return loss_fn(functional_call(base, (pr, buffers), (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    first = params[names[0]]
+    out = torch.empty(runs, n, p, dtype=first.dtype, device=first.device)
+    leaves = linear_leaves(base) if not buffers and fast_path else None
+    if leaves is not None:
+        named = dict(base.named_parameters())
+        offsets, o = {}, 0
+        for k in names:
+            offsets[k] = (o, named[k].shape)
+            o += named[k].numel()
+        where = {id(named[k]): (k, offsets[k]) for k in names}
+        for a in range(0, runs, chunk or runs):
+            sub = {k: params[k][a : a + (chunk or runs)] for k in names}
+            _stacked_linear_per_example(leaves, where, sub, x.to(first.dtype), y, loss_fn, out[a : a + (chunk or runs)])
+        return out
+    fn = vmap(vmap(grad(loss_one), in_dims=(None, 0, 0)), in_dims=(0, None, None))
+    step = chunk or max(1, (1 << 24) // max(1, n * p))
+    for a in range(0, runs, step):
+        g = fn({k: params[k][a : a + step] for k in names}, x, y)
+        k_runs = g[names[0]].shape[0]
+        out[a : a + k_runs] = torch.cat([g[k].reshape(k_runs, n, -1) for k in names], dim=-1)
+    return out
+
+
+def minibatch_grads(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    indices: torch.Tensor,
+    *,
+    chunk: int | None = None,
+) -> torch.Tensor:
+    """The gradients of ``loss_fn`` on the minibatches ``x[indices[j]]`` (``indices`` ``[N_b, m]``),
+    as rows of an ``[N_b, d]`` tensor: ``vmap`` over minibatches of ``grad`` of the functional
+    model, ``chunk`` minibatches at a time (default: about 2²² numbers of gradients per chunk).
+    For a network without batch normalisation and a mean-reduced loss each row equals the mean of
+    the per-example gradients of its minibatch (computed here independently of them)."""
+    check_data(x, y)
+    if indices.ndim != 2:
+        raise ValueError(f"indices must have shape [N_b, m], got {tuple(indices.shape)}")
+    s = functional_view(model, "train")
+    g_fn = vmap(grad(lambda p, xb, yb: loss_fn(functional_call(s.module, p, (xb,)), yb)), in_dims=(None, 0, 0))
+    n_b = indices.shape[0]
+    step = chunk or max(1, (1 << 22) // s.d)
+    out = torch.empty(n_b, s.d, dtype=s.dtype, device=s.device)
+    indices = indices.to(x.device)
+    for a in range(0, n_b, step):
+        idx = indices[a : a + step]
+        out[a : a + idx.shape[0]] = s.flatten(g_fn(s.params, x[idx], y[idx]), batch=idx.shape[0])
+    return out

@@ -217,3 +217,223 @@ def verdict_from(met, *, partial_if_any: bool = True) -> str:
     if any(met) and partial_if_any:
         return "partially-reproduced"
     return "not-reproduced"
+
+
+# ------------------------------------------------------------------ orderings of two curves
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """Which of two curves is higher, measured over replicates (e.g. the same seeds under two settings).
+
+    ``overall`` is one paired (or Welch) t test of the per-replicate mean over the points of
+    ``a − b`` (the replicate is the unit, so dependence between the points of a curve does not
+    inflate the evidence); ``direction`` is ``"a higher"``, ``"a lower"`` (two-sided p below
+    ``level``) or ``"no significant difference"``. ``frac_higher`` / ``frac_lower`` describe the
+    curve: the share of points whose own test (one-sided, at ``level``) finds ``a`` higher / lower.
+    """
+
+    overall: TTest
+    direction: str
+    frac_higher: float
+    frac_lower: float
+    points: int
+    level: float
+
+
+def pointwise_t(a, b, paired: bool = True):
+    """Per-point t statistics and degrees of freedom of ``a − b`` for curves ``[replicates, points]``
+    (paired over the replicates, or Welch's test for independent groups). Returns ``(t, df)``."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError(f"curves must be [replicates >= 2, points] with the same points, got {a.shape} and {b.shape}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if paired:
+            if a.shape != b.shape:
+                raise ValueError(f"paired curves must have the same shape, got {a.shape} and {b.shape}")
+            d = a - b
+            se = d.std(0, ddof=1) / math.sqrt(d.shape[0])
+            df = np.full(d.shape[1], d.shape[0] - 1.0)
+            eff = d.mean(0)
+        else:
+            va, vb = a.var(0, ddof=1) / a.shape[0], b.var(0, ddof=1) / b.shape[0]
+            se = np.sqrt(va + vb)
+            df = (va + vb) ** 2 / (va**2 / (a.shape[0] - 1) + vb**2 / (b.shape[0] - 1))
+            df = np.where(se > 0, df, a.shape[0] + b.shape[0] - 2.0)
+            eff = a.mean(0) - b.mean(0)
+        t = np.where(se > 0, eff / np.where(se > 0, se, 1), np.sign(eff) * np.inf)
+    return t, df
+
+
+def ordering(a, b, paired: bool = True, level: float = 0.05) -> Ordering:
+    """Is curve ``a`` above or below curve ``b``? ``a``, ``b``: ``[replicates, points]`` (see :class:`Ordering`)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    t, df = pointwise_t(a, b, paired)
+    overall = paired_t(a.mean(1), b.mean(1)) if paired else welch_t(a.mean(1), b.mean(1))
+    if overall.p_two_sided < level:
+        direction = "a higher" if overall.effect > 0 else "a lower"
+    else:
+        direction = "no significant difference"
+    return Ordering(
+        overall=overall, direction=direction,
+        frac_higher=float((stats.t.sf(t, df) < level).mean()), frac_lower=float((stats.t.cdf(t, df) < level).mean()),
+        points=int(t.size), level=level,
+    )
+
+
+#: How a conjunction of parts is judged by :func:`combine_verdicts`.
+_TRUE, _FALSE, _OPEN = ("reproduced",), ("not-reproduced",), ("inconclusive", "not-run-at-this-scale")
+
+
+def combine_verdicts(parts) -> str:
+    """The verdict of a claim that is the conjunction of ``parts`` (e.g. a figure whose panels are
+    judged separately): ``reproduced`` if every part is; ``not-reproduced`` if some part is and
+    none is (partially) reproduced; ``partially-reproduced`` if parts hold and others fail (or a
+    part is itself partial); ``inconclusive`` if no part fails but some cannot be decided.
+    ``erratum`` parts are not combinable (ValueError)."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("no parts to combine")
+    bad = [p for p in parts if p not in _TRUE + _FALSE + _OPEN + ("partially-reproduced",)]
+    if bad:
+        raise ValueError(f"cannot combine verdicts {bad}")
+    holds = any(p in _TRUE + ("partially-reproduced",) for p in parts)
+    fails = any(p in _FALSE + ("partially-reproduced",) for p in parts)
+    if all(p in _TRUE for p in parts):
+        return "reproduced"
+    if holds and fails:
+        return "partially-reproduced"
+    if fails:
+        return "not-reproduced"
+    return "inconclusive"
+
+
+# ------------------------------------------------------------------ spreads, ranks, jackknife
+
+
+@dataclass(frozen=True)
+class FTest:
+    """Ratio of two variances ``f = sd_a² / sd_b²`` against Fisher's F(``df_a``, ``df_b``)."""
+
+    f: float
+    df_a: float
+    df_b: float
+    p_greater: float  # H1: var a > var b
+    p_less: float  # H1: var a < var b
+
+
+def f_test(sd_a: float, df_a: float, sd_b: float, df_b: float) -> FTest:
+    """F test of two independent spreads (e.g. the run-to-run sd of two setups over their seeds:
+    ``df = runs − 1``). With spreads averaged over dependent points of a curve, the replicate
+    degrees of freedom are the conservative choice."""
+    if sd_b == 0:
+        f = math.inf if sd_a > 0 else 1.0
+    else:
+        f = (float(sd_a) / float(sd_b)) ** 2
+    return FTest(f=float(f), df_a=float(df_a), df_b=float(df_b),
+                 p_greater=float(stats.f.sf(f, df_a, df_b)), p_less=float(stats.f.cdf(f, df_a, df_b)))
+
+
+def rank_correlation(a, b) -> float:
+    """Spearman's ρ of two series; NaN when there are fewer than 3 points or one series is constant."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.size != b.size:
+        raise ValueError(f"series of different lengths: {a.size} and {b.size}")
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def jackknife_se(leave_one_out) -> float:
+    """Jackknife standard error from the ``G`` leave-one-group-out values of a statistic:
+    ``√((G − 1)/G · Σ (θ_(g) − θ̄)²)``; NaN for fewer than two groups."""
+    v = np.asarray(leave_one_out, dtype=float).ravel()
+    if v.size < 2:
+        return float("nan")
+    return float(math.sqrt((v.size - 1) / v.size * ((v - v.mean()) ** 2).sum()))
+
+
+# ------------------------------------------------------------------ quantiles and ranks (many runs)
+
+
+def quantile_interval(x, q: float, axis: int = -1, level: float = 0.95):
+    """The ``q``-quantile of ``x`` along ``axis`` with its distribution-free confidence interval.
+
+    Returns ``(estimate, low, high)``: the nearest-rank order statistic ``x_(⌊q(n−1)⌉)`` and the
+    order statistics ``x_(l)``, ``x_(u)`` with ``l``, ``u`` the binomial ``(1 ∓ level)/2`` quantiles
+    of ``Bin(n, q)`` (ranks counted from 1), so that ``P(x_(l) ≤ ξ_q ≤ x_(u)) ≥ level`` for any
+    continuous distribution. NaN entries are ignored (a slice with fewer than one value gives NaN).
+    """
+    a = np.moveaxis(np.asarray(x, dtype=float), axis, -1)
+    flat = a.reshape(-1, a.shape[-1])
+    est, lo, hi = (np.full(flat.shape[0], np.nan) for _ in range(3))
+    for i, row in enumerate(flat):
+        v = np.sort(row[~np.isnan(row)])
+        n = v.size
+        if n == 0:
+            continue
+        est[i] = v[int(round(q * (n - 1)))]
+        l_rank = int(stats.binom.ppf((1 - level) / 2, n, q))  # x_(l) with l = this rank, 1-based
+        u_rank = int(stats.binom.ppf((1 + level) / 2, n, q)) + 1
+        lo[i] = v[max(l_rank, 1) - 1]
+        hi[i] = v[min(u_rank, n) - 1]
+    shape = a.shape[:-1]
+    return est.reshape(shape), lo.reshape(shape), hi.reshape(shape)
+
+
+@dataclass(frozen=True)
+class RankTest:
+    """Mann–Whitney U test of two independent samples: ``p_greater`` for H1 "a tends to exceed b",
+    ``effect`` = P(a > b) + ½ P(a = b) (the common-language effect size)."""
+
+    u: float
+    p_greater: float
+    p_less: float
+    p_two_sided: float
+    effect: float
+    n_a: int
+    n_b: int
+
+
+def rank_test(a, b) -> RankTest:
+    """Mann–Whitney U test (ties handled; exact or normal approximation as scipy chooses)."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if a.size < 1 or b.size < 1:
+        raise ValueError("a rank test needs at least one value in each sample")
+    g = stats.mannwhitneyu(a, b, alternative="greater")
+    l_ = stats.mannwhitneyu(a, b, alternative="less")
+    t = stats.mannwhitneyu(a, b, alternative="two-sided")
+    return RankTest(u=float(g.statistic), p_greater=float(g.pvalue), p_less=float(l_.pvalue), p_two_sided=float(t.pvalue),
+                    effect=float(g.statistic) / (a.size * b.size), n_a=int(a.size), n_b=int(b.size))
+
+
+# ------------------------------------------------------------------ thresholds and parts of a claim
+
+
+@dataclass(frozen=True)
+class ThresholdSides:
+    """Where the mean of replicates lies against a threshold, point by point: ``above`` where the
+    lower end of its t-interval is at least ``threshold``, ``below`` where the upper end is under
+    it (neither: the interval straddles the threshold, undecided); ``ci`` the intervals."""
+
+    above: np.ndarray
+    below: np.ndarray
+    ci: MeanCI
+
+
+def threshold_sides(samples, threshold: float, axis: int = 0, level: float = 0.95) -> ThresholdSides:
+    """Compare the mean of replicates along ``axis`` (e.g. runs) with ``threshold`` at every other
+    index (e.g. checkpoints), by the Student-t interval of :func:`t_interval`."""
+    ci = t_interval(samples, axis=axis, level=level)
+    return ThresholdSides(above=np.asarray(ci.low >= threshold), below=np.asarray(ci.high < threshold), ci=ci)
+
+
+def part_verdict(holds: bool, fails: bool) -> str:
+    """The verdict of one part (or panel) of a claim judged three ways: ``not-reproduced`` if the
+    measurement contradicts it significantly (``fails``: a contradiction wins), else ``reproduced``
+    if it ``holds``, else ``inconclusive`` (undecided at this power). Combine parts with
+    :func:`combine_verdicts`."""
+    if fails:
+        return "not-reproduced"
+    return "reproduced" if holds else "inconclusive"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .book.progress import progress
+from .schedules import Schedule, as_schedule
 
 
 class DivergenceError(FloatingPointError):
@@ -76,6 +77,7 @@ class TrainResult:
     epoch_loss: list[float]
     measurements: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
+    stopped_at: int | None = None  # the epoch after which ``stop`` ended training (None: ran all epochs)
 
 
 def sgd_train(
@@ -84,7 +86,7 @@ def sgd_train(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    lr: float,
+    lr: float | Schedule | Callable[[int], float],
     batch_size: int,
     epochs: int,
     generator: torch.Generator,
@@ -93,16 +95,22 @@ def sgd_train(
     run: str = "run",
     show_progress: bool = True,
     optimizer: str = "sgd",
+    stop: Callable[[int, nn.Module], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with plain SGD (no momentum, no weight decay), shuffling each epoch.
 
     ``optimizer="gd"`` takes full-batch gradient steps (``batch_size`` is then ignored: one step
     per epoch on all examples); ``optimizer="adam"`` uses ``torch.optim.Adam`` with ``lr`` and
-    its default betas, for the papers that train with Adam.
+    its default betas, for the papers that train with Adam. ``lr`` is a number, a
+    :class:`sgdbook.schedules.Schedule` or a callable of the global step (0-based): the rate is set
+    before every step (checked finite and ``>= 0`` over all the steps before training starts).
 
     ``measure(epoch, model)`` is called at every epoch in ``measure_at`` (0 = before training)
-    and its dict is stored with the epoch. A non-finite loss stops training at the end of the
-    epoch with a :class:`DivergenceError` naming ``run``, the epoch and the first bad step.
+    and its dict is stored with the epoch. ``stop(epoch, model)`` is asked after every epoch
+    (e.g. "training accuracy above 99.9 %"); when it answers True the epoch is measured (if a
+    ``measure`` is given, whether or not the epoch is in ``measure_at``), ``stopped_at`` is set
+    and training ends. A non-finite loss stops training at the end of the epoch with a
+    :class:`DivergenceError` naming ``run``, the epoch and the first bad step.
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
@@ -112,13 +120,16 @@ def sgd_train(
         batch_size = n
     if not 0 < batch_size <= n:
         raise ValueError(f"batch size {batch_size} must be in [1, {n}]")
+    steps_per_epoch = n // batch_size  # drop the last incomplete minibatch
+    schedule = as_schedule(lr)
+    rates = schedule.values(epochs * steps_per_epoch).tolist()  # checked before any step
+    lr0 = rates[0] if rates else 0.0
     if optimizer in ("sgd", "gd"):
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        opt = torch.optim.SGD(model.parameters(), lr=lr0)
     elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        opt = torch.optim.Adam(model.parameters(), lr=lr0)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}: use 'sgd', 'gd' or 'adam'")
-    steps_per_epoch = n // batch_size  # drop the last incomplete minibatch
     measure_at = set(int(e) for e in measure_at)
     result = TrainResult(epoch_loss=[])
 
@@ -134,6 +145,8 @@ def sgd_train(
         losses = torch.empty(steps_per_epoch, device=x.device)
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size : (step + 1) * batch_size]
+            for group in opt.param_groups:
+                group["lr"] = rates[result.steps + step]
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -144,10 +157,15 @@ def sgd_train(
             first = int((~finite).nonzero()[0, 0])
             raise DivergenceError(
                 f"{run}: non-finite training loss at epoch {epoch}, step {first + 1} of {steps_per_epoch} "
-                f"(global step {result.steps + first + 1}; lr = {lr}, batch = {batch_size})"
+                f"(global step {result.steps + first + 1}; lr = {schedule.describe()}, batch = {batch_size})"
             )
         result.steps += steps_per_epoch
         result.epoch_loss.append(float(losses.mean()))
+        if stop is not None and stop(epoch, model):
+            result.stopped_at = epoch
+            measure_at.add(epoch)
+            take(epoch)
+            break
         take(epoch)
     for p in model.parameters():
         p.grad = None

@@ -11,8 +11,14 @@ Everything works on a loss written as a function of one flat parameter vector ``
   reorthogonalisation) and :func:`power_iteration` (largest algebraic eigenvalue).
 - :mod:`.stochastic`: :func:`hutchinson_trace`, :func:`hutchinson_diag` and
   :func:`spectral_density` (stochastic Lanczos quadrature).
-- :mod:`.subspace`: :func:`principal_angles` between subspaces.
-- :mod:`.residual`: :class:`ResidualOperator`, ``H_p = M − H``.
+- :mod:`.subspace`: :func:`principal_angles` between subspaces; :func:`davis_kahan` (the
+  Davis–Kahan bounds on the angles between top eigenvectors of a matrix and a perturbed one).
+- :mod:`.residual`: :class:`ResidualOperator`, ``H_p = M − H``; :func:`residual_hessian` and
+  :func:`residual_hvp`, ``H_p = (1/n) Σ ∇²p_i / p_i`` computed directly from the probabilities.
+- :mod:`.dense`: :func:`stacked_hessians` (dense Hessians of many runs of a small net at once).
+- :mod:`.layers`: :func:`layer_index` (a network's layers in the flat layout),
+  :func:`layer_blocks` (diagonal blocks ``G_h`` and trailing blocks ``H_h`` of a Hessian) and
+  :func:`layer_loadings` (how much of an eigenvector lies in each layer).
 
 The solvers take any operator: a callable ``v ↦ Hv`` on vectors of length ``p``, optionally with a
 ``batch(V)`` method for a block of row vectors ``V`` (``[b, p]``) and ``dtype``/``device``
@@ -22,27 +28,41 @@ Randomness comes only from the ``torch.Generator`` passed in; nothing touches th
 
 from ._common import Operator
 from .eigen import LanczosResult, PowerResult, lanczos, power_iteration
+from .dense import DENSE_MAX_P, stacked_hessians
 from .hvp import HVP, LinearNetHVP, MatrixHVP, full_hessian
-from .residual import ResidualOperator
+from .layers import LayerBlock, layer_blocks, layer_index, layer_loadings
+from .residual import ProbabilityUnderflowError, ResidualOperator, residual_function, residual_hessian, residual_hvp
 from .stochastic import DiagEstimate, SpectralDensity, TraceEstimate, hutchinson_diag, hutchinson_trace, spectral_density
-from .subspace import principal_angles
+from .subspace import DavisKahan, davis_kahan, principal_angles
 
 __all__ = [
+    "DENSE_MAX_P",
     "HVP",
+    "DavisKahan",
     "DiagEstimate",
     "LanczosResult",
+    "LayerBlock",
     "LinearNetHVP",
     "MatrixHVP",
     "Operator",
     "PowerResult",
+    "ProbabilityUnderflowError",
     "ResidualOperator",
     "SpectralDensity",
     "TraceEstimate",
+    "davis_kahan",
     "full_hessian",
     "hutchinson_diag",
     "hutchinson_trace",
     "lanczos",
+    "layer_blocks",
+    "layer_index",
+    "layer_loadings",
     "power_iteration",
     "principal_angles",
+    "residual_function",
+    "residual_hessian",
+    "residual_hvp",
     "spectral_density",
+    "stacked_hessians",
 ]

@@ -68,43 +68,56 @@ def lanczos(
 ) -> LanczosResult:
     """The ``k`` largest (or smallest) algebraic eigenpairs of the symmetric operator ``hvp``.
 
-    Thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization: on the CPU each new
-    direction gets a classical Gram–Schmidt pass against the whole basis and a second one where
-    the first took its norm down by more than κ = 4 (Kahan and Parlett's "twice is enough"
-    criterion). In the Lanczos recurrence the first pass typically removes a factor 1–3 (at most
-    2.3 over the 52 steps of the appendix's p ≈ 1,000 problem, 4.3 at p ≈ 100,000), so the
-    second pass is rare; a laxer κ = 100 let the loss of orthogonality grow to 6e-12 from
-    start vectors close to an invariant subspace (tested, with a bound of 1e-13). On a GPU,
-    where β is not read in the loop, the recurrence's two directions and then the whole basis,
-    always (the whole basis twice at the first step of a sequence). The Krylov basis grows to ``max_basis``
-    vectors (default ``max(2k + 20, 40)``, at most ``p``); if the ``k`` wanted Ritz pairs have
-    not converged by then, the basis is compressed to the ``k + (max_basis − k) // 2`` best
-    Ritz vectors plus the residual direction and grown again. The basis stays on the
-    operator's device; on a GPU the hot loop never synchronises, and only at the checks do the
-    recorded coefficients come to the host, where the ``m × m`` projection is solved (float64).
-    A check comes ``check_every`` products after the first ``k``, then where the worst residual,
-    extrapolated at the rate seen between the last two checks, meets the tolerance (1 to
-    ``3·check_every`` products ahead; straight at the restart where that is fewer than
-    ``check_every`` further and convergence is not expected before it): at p ≈ 1,000 a check
-    costs about half a product.
+    Computes ``H u_i = λ_i u_i`` for the ``k`` extreme eigenvalues of ``H``: ``which="largest"``
+    takes the largest *algebraic* ones (not the largest in magnitude), ``"smallest"`` the most
+    negative; the ``u_i`` are orthonormal.
 
-    A Ritz pair ``(θ, y)`` has converged when ``‖Hy − θy‖ ≤ tol · max(|θ|, ε^{1/3}‖H‖)``
+    Arguments: ``hvp`` any operator (``v ↦ Hv`` on ``[p]`` vectors, optionally ``batch(V)``);
+    ``p`` its dimension; ``1 ≤ k ≤ p``; ``tol`` the relative residual tolerance (default ``√ε``:
+    1.5e-8 in float64, 3.5e-4 in float32); ``max_basis`` the largest Krylov basis (default
+    ``max(2k + 20, 40)``, at most ``p``); ``max_products`` a bound on the work (default
+    ``max(20 · max_basis, 2000)``); ``check_every`` the products between the first convergence
+    checks; ``v0`` the start vector, else a Gaussian draw from ``generator`` (default: a fresh
+    generator seeded 0, never the global RNG); ``exact_residuals`` recomputes the residuals as
+    ``‖Hu − λu‖`` at ``k`` extra products; ``dtype``/``device`` of the vectors (default: the
+    operator's).
+
+    Returns a :class:`LanczosResult`: the eigenvalues (descending for ``"largest"``, ascending for
+    ``"smallest"``), the eigenvectors as columns ``[p, k]``, the residual norms (the Lanczos
+    estimates ``|β_m (y)_m|``, exact in exact arithmetic, unless ``exact_residuals``), the
+    products used, whether all ``k`` pairs converged within ``max_products``, the restarts.
+
+    Convergence: a Ritz pair ``(θ, y)`` has converged when ``‖Hy − θy‖ ≤ tol · max(|θ|, ε^{1/3}‖H‖)``
     (``ε`` the dtype's machine epsilon, ``‖H‖`` the running estimate from the products). For a
-    symmetric ``H`` some eigenvalue then lies within ``‖Hy − θy‖`` of ``θ`` (so the relative
-    error is at most ``tol``); in practice the error is about ``‖Hy − θy‖² / gap``. Default
-    ``tol = √ε`` (1.5e-8 in float64, 3.5e-4 in float32). ``max_products`` (default
-    ``max(20 · max_basis, 2000)``) bounds the work; ``converged`` says whether it sufficed.
+    symmetric ``H`` some eigenvalue then lies within ``‖Hy − θy‖`` of ``θ`` (a relative error of
+    at most ``tol``); the error is typically about ``‖Hy − θy‖² / gap``.
 
-    The start vector is ``v0`` or a Gaussian draw from ``generator`` (default: a fresh generator
-    seeded 0, never the global RNG). An invariant subspace (breakdown) is continued with a
-    fresh random vector orthogonal to the basis, which must then run ``k`` steps before
-    convergence is declared. A single-vector Krylov sequence sees one copy of a repeated
-    eigenvalue; further copies (e.g. the null space of a ReLU net's Hessian with dead units)
-    come from these fresh sequences after breakdowns, so exact multiplicities are found
-    in practice but not guaranteed.
+    Method: thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization. On the CPU each
+    new direction gets a classical Gram–Schmidt pass against the whole basis and a second pass
+    where the first took its norm down by more than κ = 4 (Kahan and Parlett's "twice is enough"
+    criterion); on a GPU, where ``β`` is not read inside the loop, always two passes. A basis of
+    ``max_basis`` vectors without ``k`` converged pairs is compressed to the
+    ``k + (max_basis − k) // 2`` best Ritz vectors plus the residual direction and grown again.
+    Checks come ``check_every`` products after the first ``k``, then where the worst residual,
+    extrapolated at the rate seen between the last two checks, meets the tolerance (1 to
+    ``3·check_every`` products ahead). A breakdown (an invariant subspace) is continued with a
+    fresh random vector orthogonal to the basis, which must run ``k`` steps before convergence is
+    declared. A single Krylov sequence sees one copy of a repeated eigenvalue; further copies
+    (e.g. the null space of a ReLU net's Hessian) come from the fresh sequences after breakdowns,
+    so multiplicities are found in practice but not guaranteed.
 
-    ``residuals`` are the Lanczos estimates ``|β_m (y)_m|``, exact in exact arithmetic; with
-    ``exact_residuals=True`` they are recomputed as ``‖Hv − λv‖`` at ``k`` extra products.
+    Cost: the products (their number depends on the spectrum's gaps; ``max_products`` bounds it),
+    plus ``O(m p)`` per product for the reorthogonalization against the ``m`` basis vectors and one
+    ``m × m`` symmetric eigenproblem (float64, on the host) per check. Memory: ``max_basis + 1``
+    vectors of length ``p`` on the operator's device; on a GPU the loop does not synchronise
+    between checks. Timings against scipy's ``eigsh`` and PyHessian: the performance appendix.
+
+    Example::
+
+        op = HVP.from_model(model, F.cross_entropy, x, y)
+        top = lanczos(op, op.p, 10)                    # the 10 largest Hessian eigenvalues
+        bottom = lanczos(op, op.p, 3, "smallest")      # the most negative ones
+        top.eigenvalues, top.converged, top.n_products
     """
     if which not in ("largest", "smallest"):
         raise ValueError(f"which must be 'largest' or 'smallest', got {which!r}")
@@ -351,6 +364,15 @@ def power_iteration(
     ``‖Hv − λv‖ ≤ tol · |λ|`` (the eigenvalue error is about its square over the gap), checked
     every ``check_every`` products, at most ``max_iter`` products per run. For several or
     accurate eigenpairs use :func:`lanczos`, which needs far fewer products.
+
+    Returns a :class:`PowerResult` (eigenvalue, unit eigenvector, residual, shift, products,
+    converged). Cost: one product per iteration, at most ``max_iter`` per run, two runs when the
+    dominant eigenvalue is negative; memory: a few ``[p]`` vectors.
+
+    Example::
+
+        r = power_iteration(HVP.from_model(model, F.cross_entropy, x, y), p, tol=1e-6)
+        r.eigenvalue, r.converged
     """
     dtype, device = _space(hvp, p, dtype, device, v0)
     gen = _default_generator(generator)

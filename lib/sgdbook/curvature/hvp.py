@@ -23,36 +23,46 @@ def _default_chunk(p: int, itemsize: int, device: torch.device) -> int:
 
 
 class HVP:
-    """The Hessian-vector product ``v ↦ ∇²f(θ) v`` at a fixed ``θ``, counting its products.
+    """The Hessian-vector product ``v ↦ H v``, ``H = ∇²f(θ)``, at a fixed ``θ``, counting its products.
 
-    The gradient graph is built once (``create_graph=True``) and every product is one more
-    backward pass through it (reverse-over-reverse), which measured 2.5–3.3× faster per product
-    than ``torch.func``'s forward-over-reverse ``jvp(grad(f))`` at p ≈ 100,000 on these CPUs.
+    Arguments: ``f`` maps a flat vector ``[p]`` to a scalar (e.g. from
+    :func:`sgdbook.functional.flat_loss`); ``theta`` the point (copied); ``chunk`` the vectors per
+    batched product in :meth:`batch` (default: on the CPU as many ``p``-vectors as fit in 1 MiB,
+    at most 32, so single products at p ≈ 100,000 in float64; 16 on other devices); ``batch_mode``
+    how :meth:`batch` forms its products: ``"reverse"`` (default) through the stored graph,
+    ``"forward"`` by ``torch.func``'s ``vmap`` over the rows of ``jvp(grad(f))`` (forward-over-reverse,
+    one fresh forward pass per chunk; :meth:`from_model` takes it for convolutional networks).
 
-    ``batch(V)`` (rows of ``V`` are the vectors) runs the same double backward vmapped over the
-    rows (``is_grads_batched=True``) in chunks of ``chunk`` rows. Measured for 100 probes,
-    one thread, median of 7 (784-128-10 and 50-16-10-10 ReLU MLPs, cross-entropy on 512 points),
-    per product relative to a Python loop of single products:
-    p = 101,770: chunks of 16 0.97× (float32) and 1.05× (float64), one chunk of 100 1.2–1.4×;
-    p = 1,096: chunks of 16 0.47× (float32) and 0.61× (float64). vmap over
-    ``jvp(grad(f))`` was 1.1–1.3× slower than the vmapped double backward at both sizes.
-    With two threads the chunked double backward was 0.4–0.75× the loop at p = 101,770.
-    Measured again later (float64, 32 products, median of 3) on one thread: p = 101,770 single
-    products 4.1 ms, chunks of 2/4/8/16/32 4.5/4.3/4.5/5.1/6.2 ms; p = 1,096: single 0.49 ms,
-    chunks of 4/8/16/32 0.44/0.36/0.35/0.34 ms; on two threads p = 101,770: single 2.5 ms,
-    chunks of 4/8/16 2.5/2.5/2.9 ms. Hence the default on the CPU: chunks whose vectors take
-    at most 1 MiB (32 rows at most), i.e. single products at p ≈ 100,000 in float64 and chunks
-    of 32 at p ≈ 1,000; 16 rows on other devices.
+    The operator: ``op(v)`` returns ``Hv`` (``[p]``); ``op.batch(V)`` returns ``V H`` for a block of
+    row vectors ``V`` (``[b, p]``); ``loss`` and ``gradient`` hold ``f(θ)`` and ``∇f(θ)``
+    (detached); ``n_products`` counts the products; ``p``, ``dtype``, ``device`` describe the
+    vectors. An ``f`` affine in ``θ`` gives ``H = 0``.
 
-    ``loss`` and ``gradient`` hold ``f(θ)`` and ``∇f(θ)`` (detached). The graph keeps the
-    activations of one forward/backward pass alive for the operator's lifetime.
+    Cost: one forward and backward pass with ``create_graph=True`` at construction, whose graph
+    (the activations of one pass) stays alive with the operator; then one backward pass through
+    that graph per product (reverse-over-reverse), vmapped over the rows of each chunk in
+    :meth:`batch` (``is_grads_batched=True``), or with ``batch_mode="forward"`` one vmapped
+    forward-over-reverse pass per chunk. Timings against ``torch.func``'s forward-over-reverse
+    ``jvp(grad(f))``, curvlinops and BackPACK, and across chunk sizes: the performance appendix.
+
+    Example::
+
+        f, theta = flat_loss(model, F.cross_entropy, x, y)
+        op = HVP(f, theta)
+        hv = op(torch.ones_like(theta))          # one product
+        rows = op.batch(torch.eye(op.p)[:8])     # the first 8 rows of H (8 products)
     """
 
     def __init__(
-        self, f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, chunk: int | None = None
+        self, f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, chunk: int | None = None,
+        batch_mode: str = "reverse",
     ):
         if theta.ndim != 1:
             raise ValueError(f"theta must be a flat vector, got shape {tuple(theta.shape)}")
+        if batch_mode not in ("reverse", "forward"):
+            raise ValueError(f"batch_mode must be 'reverse' or 'forward', got {batch_mode!r}")
+        self.batch_mode = batch_mode
+        self._f = f
         self._leaf = theta.detach().clone().requires_grad_(True)
         self.theta = self._leaf.detach()
         self.p = self.theta.numel()
@@ -82,13 +92,17 @@ class HVP:
 
         For an ``nn.Sequential`` of Linear, ReLU, Identity and Flatten layers with the mean
         cross-entropy of integer labels, the products come from :class:`LinearNetHVP` (the
-        R-operator written out: equal to this class's products, tested, and 0.6–0.9× their
-        time per product); ``fast_path=False`` forces the autograd graph.
+        R-operator written out; the same products, tested); ``fast_path=False`` forces the
+        autograd graph. ``bn_mode`` (``"train"`` or ``"eval"``) is required for a network with
+        batch norm. A network with convolutions gets ``batch_mode="forward"`` for its blocks of
+        products (measured faster or equal there, see the performance appendix). The model is left
+        untouched (modes, ``.grad``, buffers, parameters).
         """
         if fast_path and LinearNetHVP.applies(model, loss_fn, x, y):
             return LinearNetHVP(model, x, y, chunk=chunk)
         f, theta0 = flat_loss(model, loss_fn, x, y, bn_mode=bn_mode)
-        return cls(f, theta0, chunk=chunk)
+        conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        return cls(f, theta0, chunk=chunk, batch_mode="forward" if conv else "reverse")
 
     def _backward(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
         if self._grad is None:
@@ -112,6 +126,10 @@ class HVP:
         self.n_products += V.shape[0]
         if V.shape[0] == 1 or self.chunk == 1:
             return torch.stack([self._backward(v, False) for v in V])
+        if self.batch_mode == "forward" and self._grad is not None:
+            theta, g = self.theta, torch.func.grad(self._f)
+            fo = torch.func.vmap(lambda v: torch.func.jvp(g, (theta,), (v,))[1])
+            return torch.cat([fo(c) for c in V.split(self.chunk)])
         return torch.cat([self._backward(c, True) for c in V.split(self.chunk)])
 
 
@@ -128,11 +146,19 @@ class LinearNetHVP:
     vectors goes through the same matrix products with the block folded into them. Same
     interface as :class:`HVP` (``p``, ``theta``, ``loss``, ``gradient``, ``n_products``,
     ``__call__``, ``batch``); parameters in ``named_parameters`` order, as :func:`flat_loss`.
+    :meth:`applies` says whether a model, loss and data qualify; :meth:`HVP.from_model` picks
+    this class where they do.
 
-    Measured (512 points, float64, one thread, median of 3 over 32 products): 784-128-10
-    (p = 101,770) 3.55 ms per product against 4.1 ms through the autograd graph (the two
-    512 × 784 × 128 matrix products take 2.9 ms of either); 50-16-10-10 (p = 1,096) 0.30 ms
-    against 0.49 ms single, 0.16–0.18 ms per product in blocks of 8–32.
+    Cost: one forward and backward pass at construction, no autograd graph; per product and
+    layer six matrix products the size of the layer's forward product (two forward, four
+    backward; the first layer's backward needs two), the order of one backward pass through
+    :class:`HVP`'s graph; memory: the activations, masks and ``δ_l`` of one pass. Timings: the
+    performance appendix.
+
+    Example::
+
+        op = LinearNetHVP(mlp([784, 128, 10], bias=True), x, y)   # y: integer labels
+        hv = op(v)
     """
 
     _ACTS = (nn.ReLU, nn.Identity, nn.Flatten)

@@ -83,9 +83,16 @@ def hutchinson_trace(
     probes divided by ``√n_probes`` (NaN for one probe). There is no early stop on a tolerance
     (PyHessian stops after as few as two probes); any ``n_probes ≥ 1`` is allowed, also more than
     ``p``. Probes are drawn and go through ``hvp.batch`` in blocks of ``batch_size`` (default:
-    the operator's ``chunk``, else 64), and only ``zᵀHz`` is kept of each: large blocks of fresh
-    ``p``-vectors cost more in first-touch page faults than they save (at p = 101,770 in float64,
-    blocks of 64 took 0.66 s for 100 probes against 0.43 s one probe at a time).
+    the operator's ``chunk``, else 64), and only ``zᵀHz`` is kept of each, so memory is
+    ``O(batch_size · p)``.
+
+    Returns a :class:`TraceEstimate` (value, se, sd, probes, products). Cost: ``n_probes``
+    products. Timings against curvlinops and PyHessian: the performance appendix.
+
+    Example::
+
+        est = hutchinson_trace(HVP.from_model(model, F.cross_entropy, x, y), p, 100, torch.Generator().manual_seed(0))
+        est.value, est.se
     """
     if n_probes < 1:
         raise ValueError("need at least one probe")

@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sgdbook import stats
+from sgdbook.ensemble import epoch_indices
 from sgdbook.papers.batch_size_variance import seqmodels as sm
 
 V, L, D, H, NL, FF = 24, 7, 8, 2, 2, 12
@@ -147,13 +149,14 @@ def test_clip_by_global_norm_matches_torch(gen):
     assert all(torch.equal(same[k], grads[k]) for k in grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_norm", [0.05, None])
 def test_lockstep_adam_matches_torch_adamw_per_run(gen, max_norm):
     data, model = tiny(gen, n=24)
     val = sm.synthetic_sentiment(10, V, L, gen, n_keywords=3, min_len=2)
     R, b, E = 3, 6, 2
     cfg = sm.AdamConfig(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, max_grad_norm=max_norm, warmup_steps=3)
-    idx = sm.epoch_indices(len(data), b, R, E, gen)
+    idx = epoch_indices(len(data), R, b, gen, epochs=E)
     res = sm.lockstep_adam(model, data, val, b, E, R, cfg, gen, indices=idx, fullgrad_subset=10)
     T = idx.shape[0]
     finals, grads_seen, clipped_seen, norm_seen, full_seen = [], [], [], [], []
@@ -214,6 +217,7 @@ def test_lockstep_adam_matches_torch_adamw_per_run(gen, max_norm):
         torch.testing.assert_close(res.val_err[-1, r], (lo.argmax(-1) != val.labels).double().mean(), rtol=0, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_lockstep_determinism_and_shapes(gen):
     data, model = tiny(gen, n=20, dtype=torch.float32)
     cfg = sm.AdamConfig(lr=0.01, warmup_steps=2)
@@ -258,8 +262,8 @@ def test_across_run_variance_vs_torch_var(gen, ddof):
         sm.across_run_variance({"a": torch.zeros(1, 3)})
 
 
-def test_epoch_indices_are_per_run_permutations(gen):
-    idx = sm.epoch_indices(23, 5, 4, 3, gen)
+def test_epoch_indices_over_several_epochs_are_per_run_permutations(gen):
+    idx = epoch_indices(23, 4, 5, gen, epochs=3)
     assert idx.shape == (3 * 4, 4, 5)
     per_epoch = idx.reshape(3, 4, 4, 5)  # [epoch, step, run, m]
     for e in range(3):
@@ -267,8 +271,28 @@ def test_epoch_indices_are_per_run_permutations(gen):
             seen = per_epoch[e, :, r].flatten()
             assert seen.unique().numel() == 20 and seen.max() < 23  # no repeats inside an epoch; last 3 dropped
     assert not torch.equal(idx[:, 0], idx[:, 1])
+    state = gen.get_state()
+    again = torch.cat([epoch_indices(23, 4, 5, gen) for _ in range(3)])  # one epoch at a time: the same draws
+    gen.set_state(state)
+    torch.testing.assert_close(torch.cat([epoch_indices(23, 4, 5, gen) for _ in range(3)]), again)
     with pytest.raises(ValueError):
-        sm.epoch_indices(4, 5, 2, 1, gen)
+        epoch_indices(4, 2, 5, gen)
+    with pytest.raises(ValueError):
+        epoch_indices(4, 2, 2, gen, epochs=0)
+
+
+def test_evaluate_matches_a_per_run_loop(gen):
+    data, model = tiny(gen, n=13)
+    params = perturbed_stack(model, 3, gen)
+    loss, err = sm.evaluate(model, params, data, chunk=5)
+    for r in range(3):
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            for k, p in m.named_parameters():
+                p.copy_(params[k][r])
+            logits = m(data.tokens, data.mask)
+        torch.testing.assert_close(loss[r], F.cross_entropy(logits, data.labels), rtol=1e-12, atol=0)
+        torch.testing.assert_close(err[r], (logits.argmax(-1) != data.labels).to(loss.dtype).mean())
 
 
 def test_epoch_average():
@@ -278,10 +302,11 @@ def test_epoch_average():
         sm.epoch_average(x, 4)
 
 
+@pytest.mark.slow
 def test_combine_groups_equals_one_batched_program(gen):
     data, model = tiny(gen, n=20)
     cfg = sm.AdamConfig(lr=0.01, warmup_steps=2, max_grad_norm=0.5)
-    idx = sm.epoch_indices(20, 5, 4, 2, gen)
+    idx = epoch_indices(20, 4, 5, gen, epochs=2)
     whole = sm.lockstep_adam(model, data, data, 5, 2, 4, cfg, gen, indices=idx)
     parts = [sm.lockstep_adam(model, data, data, 5, 2, 2, cfg, gen, indices=idx[:, s:s + 2]) for s in (0, 2)]
     merged = sm.combine_groups(parts)
@@ -292,3 +317,28 @@ def test_combine_groups_equals_one_batched_program(gen):
     torch.testing.assert_close(merged.var_raw, (parts[0].var_raw + parts[1].var_raw) / 2)
     with pytest.raises(ValueError):
         sm.combine_groups([])
+
+
+def test_run_shares_average_to_the_variance(gen):
+    data, model = tiny(gen, n=20)
+    cfg = sm.AdamConfig(lr=0.01, warmup_steps=2, max_grad_norm=0.5)
+    res = sm.lockstep_adam(model, data, data, 5, 2, 4, cfg, gen)
+    torch.testing.assert_close(res.var_runs.mean(1), res.var_raw, rtol=1e-12, atol=1e-15)
+    assert res.epoch_var_runs().shape == (4, 2)
+    torch.testing.assert_close(res.epoch_var_runs().mean(0), res.epoch_var(), rtol=1e-12, atol=1e-15)
+    t = {"a": torch.randn(5, 3, generator=gen, dtype=torch.float64), "b": torch.randn(5, 2, 2, generator=gen, dtype=torch.float64)}
+    flat = torch.cat([t["a"], t["b"].flatten(1)], 1)
+    torch.testing.assert_close(sm.run_deviations(t), ((flat - flat.mean(0)) ** 2).sum(1))
+
+
+@pytest.mark.slow
+def test_figure6_compares_batch_sizes_with_welch_t(gen):
+    data, model = tiny(gen, n=24)
+    cfg = dict(batch_sizes=[3, 6], runs=4, run_group=2, epochs=2, eval_chunk=8, fullgrad_subset=4)
+    res = sm.train_batch_sizes(model, data, data, cfg, sm.AdamConfig(lr=0.01, warmup_steps=2), seed=0)
+    assert set(res) == {3, 6} and res[3].train_loss.shape == (3, 4) and res[6].var_runs.shape == (8, 4)
+    f = sm.figure6(res[3], res[6])
+    ref = stats.ordering(res[3].epoch_var_runs().numpy(), res[6].epoch_var_runs().numpy(), paired=False)
+    assert f.variance.overall.t == pytest.approx(ref.overall.t)
+    assert set(f.parts) == {"variance", *sm.CURVES} and f.verdict == stats.combine_verdicts(f.parts.values())
+    assert set(f.per_step) == set(sm.CURVES) and f.per_step["train_loss"].points == 1  # b = 6 after epoch 2 vs b = 3 after 1

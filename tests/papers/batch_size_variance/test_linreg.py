@@ -107,3 +107,21 @@ def test_rational_recursion_matches_float_and_has_degree_t_plus_1():
     for t in range(3):
         cs = [Fraction(5 - b, b * 4) for b in range(1, 6)]
         assert lr.exact_degree(cs, [vals[b][t] for b in range(1, 6)]) == t + 1
+
+
+def test_chapter_checks_lemma1_lemma2_and_proof_identities():
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
+    P = lr.problem(x, y)
+    w0 = torch.randn(3, generator=g, dtype=torch.float64)
+    A = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    assert max(lr.lemma1_errors(P, A, w0)) < 1e-10
+    rows = lr.lemma2_table(P, w0, torch.randn(6, 3, 3, generator=g, dtype=torch.float64), [0.3, 0.2])
+    assert len(rows) == 6
+    for b, lhs, rhs in rows:
+        assert abs(rhs["corrected (-A, 1/(2n^2))"] - lhs) <= 1e-10 * abs(lhs)
+    assert max(abs(r[2]["printed (+A, 1/n^2)"] - r[1]) / abs(r[1]) for r in rows[:-1]) > 1e-3
+    errs = lr.proof_identity_errors(P, w0, lr.harmonic_schedule(0.3, 4), A, 3)
+    assert errs["thm6"]["corrected"] < 1e-9 and errs["thm7"]["corrected"] < 1e-9
+    assert errs["thm6"]["printed"] > 1e-3 and errs["thm7"]["printed"] > 1e-3
+    assert lr.worst_increase(torch.tensor([[3.0, 2.0, 2.0], [1.0, 0.5, 0.6]])) == pytest.approx(0.1)

@@ -236,6 +236,7 @@ def test_b0_rules():
     assert all(v1 >= v2 for v1, v2 in zip(vals, vals[1:]))
 
 
+@pytest.mark.slow
 def test_gradient_monte_carlo_chunked_matches_closed_forms():
     W1, W2, Wb1, Wb2, g = _mats()
     G1, G2 = dl.population_grads(W1, W2, Wb1, Wb2)
@@ -264,3 +265,16 @@ def test_scalar_coefficient_degrees():
     # t = 1: each iterate has degree 3 in the initial weights, so K_1^2 has degree 18
     d = dl.scalar_coefficient_degrees(net, 1, g1=2)
     assert max(d) == 18 and len(d) - 1 == dl.poly_degree(dl.scalar_moment(dl.scalar_trajectory(net, 1), 1, g1=2))
+
+
+def test_chapter_checks_of_theorems_3_to_5():
+    net = dl.ScalarNet(Fraction(1, 2), Fraction(1, 3), Fraction(1), Fraction(1, 4))
+    tr = dl.scalar_trajectory(net, 2)
+    rows3, rows2 = dl.degree_table(tr, 2)
+    assert all(q <= bound for *_, q, bound in rows3) and all(q <= bound for *_, q, bound in rows2)
+    assert [q for t, m, q, _ in rows3 if m == (2, 0, 0, 0)] == [1, 6, 23]
+    assert dl.thm3_bound(1, 2, 0) == 8
+    assert min(dl.term_degree_slacks(net, 1)) >= 0
+    assert all(dl.thm4_decomposition_holds(dl.scalar_polys(tr, t)) for t in range(3))
+    res = dl.b0_search(net, 3, 1, torch.Generator().manual_seed(0))
+    assert res["beta1_negative"] == 0 and len(res["b0_derivative"]) >= 1

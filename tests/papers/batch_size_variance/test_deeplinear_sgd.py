@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sgdbook.papers.batch_size_variance import deeplinear_sgd as dl
+from sgdbook.papers.batch_size_variance.linreg import harmonic_schedule
 
 F64 = torch.float64
 
@@ -32,6 +33,7 @@ def test_init_is_nn_linear_default():
         assert abs(float(w.var()) / (bound**2 / 3) - 1) < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dims", [[3, 4], [3, 5, 2], [2, 4, 3, 3], [3, 2, 4, 2, 3]])
 def test_gradients_match_autograd(dims):
     g = torch.Generator().manual_seed(len(dims))
@@ -125,7 +127,7 @@ def _reference(w0, tp, bs, runs, alphas, seed):
 def test_runner_matches_per_run_loop(dims):
     w0, tp = _net(dims, 5)
     bs, runs, seed = [1, 2, 3], 4, 99
-    alphas = dl.harmonic_schedule(0.3, 4)
+    alphas = harmonic_schedule(0.3, 4)
     res = dl.run_lockstep(w0, tp, bs, runs, alphas, torch.Generator().manual_seed(seed))
     ref, sq, W = _reference(w0, tp, bs, runs, alphas.tolist(), seed)
     kw = dict(rtol=1e-10, atol=1e-13)
@@ -144,7 +146,7 @@ def test_runner_matches_per_run_loop(dims):
 def test_t0_variance_is_exactly_inverse_b():
     w0, tp = _net([4, 6, 3], 2)
     bs = [1, 2, 4, 8]
-    res = dl.run_lockstep(w0, tp, bs, 50, dl.harmonic_schedule(0.1, 2), torch.Generator().manual_seed(0))
+    res = dl.run_lockstep(w0, tp, bs, 50, harmonic_schedule(0.1, 2), torch.Generator().manual_seed(0))
     exact = dl.exact_var_g0(w0, tp, bs)
     assert float(res.var_grad.total[0].abs().max()) < 1e-25  # every run is at w_0
     torch.testing.assert_close(res.var_rb.layer[0], exact, rtol=1e-12, atol=0)
@@ -156,16 +158,16 @@ def test_t0_variance_is_exactly_inverse_b():
 
 def test_divergence_is_counted():
     w0, tp = _net([3, 4, 2], 6)
-    calm = dl.run_lockstep(w0, tp, [1, 4], 6, dl.harmonic_schedule(0.1, 5), torch.Generator().manual_seed(0))
+    calm = dl.run_lockstep(w0, tp, [1, 4], 6, harmonic_schedule(0.1, 5), torch.Generator().manual_seed(0))
     assert calm.diverged.tolist() == [0, 0]
-    wild = dl.run_lockstep([10 * w for w in w0], tp, [1, 4], 6, dl.harmonic_schedule(50.0, 30), torch.Generator().manual_seed(0))
+    wild = dl.run_lockstep([10 * w for w in w0], tp, [1, 4], 6, harmonic_schedule(50.0, 30), torch.Generator().manual_seed(0))
     assert int(wild.diverged.sum()) > 0
     assert not torch.isfinite(wild.var_g.total[-1]).all()
 
 
 def test_determinism_by_seed():
     w0, tp = _net([3, 4, 2], 1)
-    args = (w0, tp, [1, 3], 5, dl.harmonic_schedule(0.2, 3))
+    args = (w0, tp, [1, 3], 5, harmonic_schedule(0.2, 3))
     a = dl.run_lockstep(*args, torch.Generator().manual_seed(4))
     b = dl.run_lockstep(*args, torch.Generator().manual_seed(4))
     c = dl.run_lockstep(*args, torch.Generator().manual_seed(5))
@@ -178,7 +180,7 @@ def test_standard_error_matches_replicates():
     # should match the influence-function standard error
     w0, tp = _net([3, 4, 2], 8)
     K, runs = 400, 40
-    res = dl.run_lockstep(w0, tp, [2] * K, runs, dl.harmonic_schedule(0.3, 3), torch.Generator().manual_seed(1))
+    res = dl.run_lockstep(w0, tp, [2] * K, runs, harmonic_schedule(0.3, 3), torch.Generator().manual_seed(1))
     for trace in (res.var_g, res.var_grad, res.var_rb):
         for t in (1, 3):
             ratio = float(trace.total[t].std() / trace.total_se[t].mean())
@@ -226,7 +228,7 @@ def test_b0_roots_toy_polynomial():
 def test_bad_input_errors():
     w0, tp = _net([3, 4, 2], 0)
     gen = torch.Generator().manual_seed(0)
-    al = dl.harmonic_schedule(0.1, 2)
+    al = harmonic_schedule(0.1, 2)
     with pytest.raises(ValueError, match="at least 2 runs"):
         dl.run_lockstep(w0, tp, [1], 1, al, gen)
     with pytest.raises(ValueError, match="positive"):

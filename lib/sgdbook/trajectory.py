@@ -1,0 +1,283 @@
+"""Record a GD or SGD trajectory on a flat parameter vector, for the loss along each step.
+
+:func:`record_trajectory` runs plain gradient descent (the whole data set every step) or SGD
+(a fresh permutation every epoch, the last incomplete minibatch dropped, as
+:func:`sgdbook.training.sgd_train`) on ``θ``, the model's trainable parameters flattened in
+``named_parameters`` order (the layout of :func:`sgdbook.gradients.flat_parameters`), with a
+learning-rate schedule and optional isotropic Gaussian gradient noise. Batch normalisation runs
+in train mode and its running buffers are updated as ``torch.nn`` does, so the run equals
+``torch.optim.SGD`` (no momentum, no weight decay) on ``model.train()`` step for step.
+
+At every step it logs the minibatch loss at ``θ_t``, the norm of the gradient actually used
+(noise included), the cosine between consecutive used gradients (the walk-with-sgd paper's
+``cos(g_{t−1}, g_t)``), the distance ``‖θ_t − θ_0‖`` and the norm ``‖θ_t‖``. The iterates of
+chosen *windows* of steps are kept (with the batch-norm buffers if asked) so that the loss along
+their segments can be evaluated afterwards, batched, by :func:`sgdbook.landscape.window_profile`.
+
+The model itself is never changed (parameters, buffers, ``.grad``, ``training`` flags); random
+draws come from the explicit generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .book.progress import progress
+from .functional import flat_parameters, functional_view, sharing_copy
+from .schedules import ScheduleLike, as_schedule
+from .training import DivergenceError, check_model_data
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+__all__ = ["Window", "Trajectory", "record_trajectory", "minibatch_gradient_variance", "max_gradient_variance"]
+
+
+class _TrainingCall:
+    """The model as a function of a flat ``θ`` and a buffer dict, as SGD trains it: a sharing copy
+    (new modules, the model's own tensors) in eval mode except batch norm, which normalises with
+    the batch and updates the running buffers passed in (the caller's copies, never the model's)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters")
+        self.names = [k for k, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.sizes = [p.numel() for _, p in named]
+        self.d = sum(self.sizes)
+        module = sharing_copy(model)
+        module.eval()
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+        self.module = module
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor, buffers: dict[str, torch.Tensor]):
+        state = {k: t.view(s) for k, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
+        return functional_call(self.module, {**state, **buffers}, (x,))
+
+
+@dataclass
+class Window:
+    """Iterates ``θ_a … θ_b`` (``[b − a + 1, d]``) kept for segment evaluation, with the batch-norm
+    buffers at each iterate (stacked, ``{name: [b − a + 1, ...]}``) when they were stored."""
+
+    a: int
+    b: int
+    thetas: torch.Tensor
+    buffers: dict[str, torch.Tensor] | None = None
+
+    @property
+    def segments(self) -> int:
+        return self.b - self.a
+
+
+@dataclass
+class Trajectory:
+    """What :func:`record_trajectory` logged; step ``t`` goes from ``θ_t`` to ``θ_{t+1}``."""
+
+    loss: torch.Tensor  # [T] minibatch loss at θ_t (full-data loss for GD), float64
+    grad_norm: torch.Tensor  # [T] ‖g_t‖ of the gradient used (noise included)
+    cos: torch.Tensor  # [T] cos(g_{t−1}, g_t); NaN at t = 0 unless prev_grad was given
+    dist: torch.Tensor  # [T + 1] ‖θ_t − θ_0‖ (θ_0 = theta0 if given, else the start)
+    norm: torch.Tensor  # [T + 1] ‖θ_t‖
+    lr: torch.Tensor  # [T] the rate of each step
+    theta: torch.Tensor  # [d] the last iterate
+    buffers: dict[str, torch.Tensor]  # batch-norm (and other) buffers after the last step
+    last_grad: torch.Tensor  # [d] the gradient of the last step (to continue the cosine)
+    theta0: torch.Tensor  # [d] the reference of dist
+    windows: list[Window] = field(default_factory=list)
+    indices: list[torch.Tensor] | None = None  # minibatch indices of every step, if kept
+    steps_per_epoch: int = 1
+
+    @property
+    def steps(self) -> int:
+        return self.loss.shape[0]
+
+    def window(self, a: int, b: int) -> Window:
+        for w in self.windows:
+            if w.a == a and w.b == b:
+                return w
+        raise KeyError(f"no stored window ({a}, {b}); stored: {[(w.a, w.b) for w in self.windows]}")
+
+    def continuation(self) -> dict:
+        """Keyword arguments that continue this run with :func:`record_trajectory`."""
+        return dict(theta=self.theta, buffers=self.buffers, prev_grad=self.last_grad, theta0=self.theta0)
+
+
+def record_trajectory(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    lr: ScheduleLike,
+    generator: torch.Generator,
+    batch_size: int | None = None,
+    noise_std: float = 0.0,
+    theta: torch.Tensor | None = None,
+    buffers: dict[str, torch.Tensor] | None = None,
+    theta0: torch.Tensor | None = None,
+    prev_grad: torch.Tensor | None = None,
+    windows: Sequence[tuple[int, int]] = (),
+    store_buffers: bool = False,
+    keep_indices: bool = False,
+    run: str = "run",
+    show_progress: bool = False,
+) -> Trajectory:
+    """Run ``steps`` steps of GD (``batch_size=None``) or SGD from ``theta`` (default: the model's
+    parameters) and the model's buffers (or ``buffers``), logging the walk (see the module doc).
+
+    ``lr``: a number, a :class:`~sgdbook.schedules.Schedule` or a callable of the step.
+    ``noise_std``: σ of isotropic N(0, σ² I) noise added to every gradient (drawn from
+    ``generator``). ``windows``: ``(a, b)`` step ranges whose iterates ``θ_a … θ_b`` are kept.
+    A non-finite loss stops with a :class:`~sgdbook.training.DivergenceError` naming the step.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets")
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps}")
+    check_model_data(model, x)
+    n = x.shape[0]
+    if batch_size is not None and not 1 <= batch_size <= n:
+        raise ValueError(f"batch size {batch_size} must be in [1, {n}] (or None for full-batch GD)")
+    if noise_std < 0 or noise_std != noise_std:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+    for a, b in windows:
+        if not 0 <= a < b <= steps:
+            raise ValueError(f"window ({a}, {b}) must satisfy 0 <= a < b <= steps = {steps}")
+    lrs = as_schedule(lr).values(steps)
+    fm = _TrainingCall(model)
+    theta = (flat_parameters(model) if theta is None else theta.detach()).clone()
+    if theta.shape != (fm.d,):
+        raise ValueError(f"theta must have shape ({fm.d},), got {tuple(theta.shape)}")
+    theta0 = theta.clone() if theta0 is None else theta0.detach().clone()
+    bufs = {k: v.detach().clone() for k, v in (buffers if buffers is not None else dict(model.named_buffers())).items()}
+    dtype, device = theta.dtype, theta.device
+    spe = 1 if batch_size is None else n // batch_size
+    loss = torch.empty(steps, dtype=torch.float64, device=device)
+    gnorm = torch.empty(steps, dtype=torch.float64, device=device)
+    cos = torch.full((steps,), float("nan"), dtype=torch.float64, device=device)
+    dist = torch.empty(steps + 1, dtype=torch.float64, device=device)
+    norm = torch.empty(steps + 1, dtype=torch.float64, device=device)
+    dist[0] = torch.linalg.vector_norm(theta - theta0)
+    norm[0] = torch.linalg.vector_norm(theta)
+    lr_list = lrs.tolist()  # Python floats: the update is θ.add(g, alpha=−η), as torch.optim.SGD
+    kept: dict[tuple[int, int], list] = {(a, b): [] for a, b in windows}
+    kept_buf: dict[tuple[int, int], list] = {(a, b): [] for a, b in windows}
+    indices = [] if keep_indices else None
+    prev = None if prev_grad is None else prev_grad.detach().to(dtype)
+    prev_norm = None if prev is None else torch.linalg.vector_norm(prev)
+    perm = None
+    check_every = spe if batch_size is not None else 10
+    last_checked = 0
+
+    def keep(t: int, th: torch.Tensor) -> None:
+        for (a, b), lst in kept.items():
+            if a <= t <= b:
+                lst.append(th.clone())
+                if store_buffers:
+                    kept_buf[(a, b)].append({k: v.clone() for k, v in bufs.items()})
+
+    def check(upto: int) -> None:
+        seg = loss[last_checked:upto]
+        bad = ~torch.isfinite(seg)
+        if bool(bad.any()):
+            t = last_checked + int(bad.nonzero()[0, 0])
+            where = f"step {t + 1} (epoch {t // spe + 1}, step {t % spe + 1} of {spe})" if batch_size else f"GD step {t + 1}"
+            raise DivergenceError(f"{run}: non-finite training loss at {where}; lr = {float(lrs[t]):g}")
+
+    keep(0, theta)
+    it = range(steps)
+    if show_progress:
+        it = progress(it, desc=run)
+    g = None
+    for t in it:
+        if batch_size is None:
+            xb, yb = x, y
+        else:
+            if t % spe == 0:
+                perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+            idx = perm[(t % spe) * batch_size : (t % spe + 1) * batch_size]
+            if indices is not None:
+                indices.append(idx)
+            xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+        th = theta.requires_grad_(True)
+        value = loss_fn(fm(th, xb, bufs), yb)
+        (g,) = torch.autograd.grad(value, th)
+        theta = theta.detach()
+        if noise_std > 0:
+            g = g + noise_std * torch.randn(fm.d, generator=generator, device=generator.device, dtype=dtype).to(device)
+        gn = torch.linalg.vector_norm(g)
+        loss[t] = value.detach()
+        gnorm[t] = gn
+        if prev is not None:
+            cos[t] = torch.dot(g, prev) / (gn * prev_norm)
+        prev, prev_norm = g, gn
+        theta = theta.add(g, alpha=-lr_list[t])
+        dist[t + 1] = torch.linalg.vector_norm(theta - theta0)
+        norm[t + 1] = torch.linalg.vector_norm(theta)
+        keep(t + 1, theta)
+        if t + 1 - last_checked >= check_every:
+            check(t + 1)
+            last_checked = t + 1
+    check(steps)
+    wins = []
+    for (a, b), lst in kept.items():
+        wb = None
+        if store_buffers and bufs:
+            wb = {k: torch.stack([d[k] for d in kept_buf[(a, b)]]) for k in bufs}
+        wins.append(Window(a, b, torch.stack(lst), wb))
+    return Trajectory(
+        loss=loss, grad_norm=gnorm, cos=cos, dist=dist, norm=norm, lr=lrs,
+        theta=theta.detach(), buffers=bufs, last_grad=g.detach(), theta0=theta0,
+        windows=wins, indices=indices, steps_per_epoch=spe,
+    )
+
+
+def minibatch_gradient_variance(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor,
+    *, theta: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-coordinate unbiased variance (divisor K − 1) of the K minibatch gradients
+    ``∇ loss_fn(model(x[I_k]), y[I_k])`` for the rows ``I_k`` of ``indices`` (``[K, B]``), at
+    ``theta`` (default: the model's parameters). Batch norm uses each minibatch's statistics
+    (what SGD sees), without touching any running buffer."""
+    if indices.ndim != 2 or indices.shape[0] < 2:
+        raise ValueError(f"indices must be [K, B] with K >= 2, got {tuple(indices.shape)}")
+    view = functional_view(model, "train")  # batch statistics, no running buffers touched
+    th = (flat_parameters(model) if theta is None else theta.detach()).clone()
+    mean = torch.zeros(view.d, dtype=torch.float64, device=th.device)
+    m2 = torch.zeros_like(mean)
+    for k, row in enumerate(indices):
+        row = row.to(x.device)
+        t = th.clone().requires_grad_(True)
+        out = functional_call(view.module, view.unflatten(t), (x[row],))
+        (g,) = torch.autograd.grad(loss_fn(out, y[row]), t)
+        g = g.double()
+        delta = g - mean
+        mean += delta / (k + 1)
+        m2 += delta * (g - mean)
+    return m2 / (indices.shape[0] - 1)
+
+
+def max_gradient_variance(
+    model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
+    batch_size: int, n_batches: int, generator: torch.Generator, theta: torch.Tensor | None = None,
+) -> float:
+    """The walk-with-sgd paper's "maximum gradient variance": ``max_j Var_i[∂_j f_i]``, estimated as
+    ``B (N − 1)/(N − B) · Var_k[ĝ_{k,j}]`` from ``n_batches`` minibatch gradients of size ``B``
+    drawn without replacement (unbiased for the per-example variance of a network without batch
+    norm; with batch norm, the per-batch statistics are those SGD sees)."""
+    n = x.shape[0]
+    if not 1 <= batch_size < n:
+        raise ValueError(f"batch_size must be in [1, {n - 1}], got {batch_size}")
+    idx = torch.stack([torch.randperm(n, generator=generator, device=generator.device)[:batch_size] for _ in range(n_batches)])
+    var = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta)
+    return float(var.max()) * batch_size * (n - 1) / (n - batch_size)

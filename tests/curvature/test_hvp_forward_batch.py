@@ -1,0 +1,46 @@
+"""HVP.batch by forward-over-reverse (batch_mode="forward", what from_model picks for convolutional
+networks) equals the reverse-over-reverse products and the dense Hessian, batch norm in both modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgdbook import curvature, functional, models
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("bn,bn_mode", [(False, None), (True, "train"), (True, "eval")])
+def test_forward_batch_equals_reverse_and_dense(bn, bn_mode):
+    g = torch.Generator().manual_seed(0)
+    model = models.small_cnn((2, 3), (4,), bn=bn, generator=g).double()
+    x = torch.randn(10, 1, 4, 4, generator=g, dtype=F64)
+    y = torch.randint(0, 10, (10,), generator=g)
+    if bn:
+        model.train()
+        with torch.no_grad():
+            model(x)
+        model.eval()
+    op = curvature.HVP.from_model(model, F.cross_entropy, x, y, bn_mode=bn_mode, chunk=3)
+    assert op.batch_mode == "forward"
+    f, theta = functional.flat_loss(model, F.cross_entropy, x, y, bn_mode=bn_mode)
+    rev = curvature.HVP(f, theta, chunk=3)
+    assert rev.batch_mode == "reverse"
+    V = torch.randn(7, op.p, generator=g, dtype=F64)
+    H = curvature.full_hessian(f, theta)
+    assert torch.allclose(op.batch(V), V @ H, atol=1e-12)
+    assert torch.allclose(rev.batch(V), V @ H, atol=1e-12)
+    assert op.n_products == 7
+
+
+def test_batch_mode_checked_and_mlp_keeps_reverse():
+    f, theta = lambda t: (t**3).sum(), torch.ones(3, dtype=F64)
+    with pytest.raises(ValueError, match="batch_mode"):
+        curvature.HVP(f, theta, batch_mode="sideways")
+    op = curvature.HVP(f, theta, batch_mode="forward", chunk=2)
+    assert torch.allclose(op.batch(torch.eye(3, dtype=F64)), 6 * torch.eye(3, dtype=F64))
+    mlp = models.mlp([4, 3, 2], bias=True, bn=True, generator=torch.Generator().manual_seed(1)).double()
+    x = torch.randn(6, 4, dtype=F64)
+    assert curvature.HVP.from_model(mlp, F.cross_entropy, x, torch.tensor([0, 1] * 3), bn_mode="train").batch_mode == "reverse"
