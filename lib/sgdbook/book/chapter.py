@@ -36,6 +36,8 @@ from .scales import check_scale
 
 #: Set by the pipeline to the source notebook's path (relative to the repository root).
 NOTEBOOK_ENV = "SGDBOOK_NOTEBOOK"
+#: The same path as a papermill parameter in the executed copy (read back when nbval re-runs it).
+NOTEBOOK_PARAMETER = "sgdbook_notebook"
 
 
 class ChapterError(RuntimeError):
@@ -44,15 +46,21 @@ class ChapterError(RuntimeError):
 
 def _locate(notebook: str | Path | None) -> Path:
     """The source notebook's path relative to the repository root."""
-    candidates = [notebook, os.environ.get(NOTEBOOK_ENV), os.environ.get("JPY_SESSION_NAME")]
-    try:  # VS Code's kernel names the notebook in the user namespace
+    candidates = [notebook]
+    user_ns = {}
+    try:
         from IPython import get_ipython
 
         ip = get_ipython()
-        if ip is not None:
-            candidates.append(ip.user_ns.get("__vsc_ipynb_file__"))
+        user_ns = ip.user_ns if ip is not None else {}
     except ImportError:
         pass
+    candidates += [
+        user_ns.get(NOTEBOOK_PARAMETER),  # injected by the pipeline into the executed copy
+        os.environ.get(NOTEBOOK_ENV),
+        os.environ.get("JPY_SESSION_NAME"),  # Jupyter Server names the notebook of a session
+        user_ns.get("__vsc_ipynb_file__"),  # VS Code's kernel does it here
+    ]
     for c in candidates:
         if not c:
             continue

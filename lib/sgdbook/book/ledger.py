@@ -15,6 +15,7 @@ import json
 import math
 import numbers
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -218,8 +219,10 @@ def verdict_box_html(rec: Record, claim: Mapping[str, Any]) -> str:
     """The HTML of one verdict box (an admonition coloured by the verdict)."""
     cls = _BOX_CLASS[rec.verdict]
     e = html.escape
+    # the id is what the scorecard and the errata page link to (report.verdict_anchor)
+    anchor = "verdict-" + re.sub(r"[^A-Za-z0-9_-]+", "-", rec.id).strip("-").lower()
     return (
-        f'<div class="admonition {cls}">'
+        f'<div class="admonition {cls} sgdbook-verdict-box" id="{anchor}" data-verdict="{e(rec.verdict)}">'
         f'<p class="admonition-title">{e(rec.id)} ({e(claim["kind"])}, {e(str(claim["section"]))}):'
         f" {e(rec.verdict)} at scale {e(rec.scale)}</p>"
         f"<p><b>Claim.</b> {e(claim['summary'])}</p>"

@@ -1,0 +1,45 @@
+"""The pipeline's and the Makefile's answers to bad input: an unknown scale, CUDA without CUDA,
+a notebook run at an unknown scale."""
+
+import runpy
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from sgdbook.book import pipeline
+from sgdbook.book.paths import ROOT
+
+
+def test_make_rejects_an_unknown_scale():
+    res = subprocess.run(["make", "-n", "book", "SCALE=bogus"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode != 0
+    assert "unknown SCALE 'bogus': valid scales are smoke book paper" in res.stderr
+
+
+
+def test_pipeline_check_rejects_bad_scale_and_missing_cuda(capsys, monkeypatch):
+    # the command line `python -m sgdbook.book.pipeline check ...`, its __main__ run in this process:
+    # the exit status and the message
+    monkeypatch.setattr(sys, "argv", ["pipeline", "check", "--scale", "huge"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is already imported
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_module("sgdbook.book.pipeline", run_name="__main__")
+    assert stop.value.code == 2 and "valid scales are smoke, book, paper" in capsys.readouterr().err
+    import torch
+
+    if not torch.cuda.is_available():
+        assert pipeline.main(["check", "--scale", "smoke", "--device", "cuda"]) == 2
+        assert "no usable CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_notebook_with_an_unknown_scale_fails_at_once(tmp_path):
+    import papermill
+
+    nb = ROOT / "book" / "vmf-directional" / "01_kappa_bias.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="valid scales are smoke, book, paper"):
+        papermill.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), parameters={"scale": "bogus"},
+                                   cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
