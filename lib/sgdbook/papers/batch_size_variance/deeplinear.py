@@ -743,3 +743,75 @@ def increases_on(beta: Sequence[Fraction], bs: Sequence[int]) -> list[int]:
     """The integers ``b`` of ``bs`` with ``f(b+1) > f(b)`` for ``f(b) = Σ_k β_k/b^k`` (exact)."""
     vals = {b: poly_eval(beta, b) for b in set(bs) | {b + 1 for b in bs}}
     return [b for b in bs if vals[b + 1] > vals[b]]
+
+
+# ----------------------------------------------------------------------------- the chapter's checks
+
+#: Theorem 3's monomials g_1^a g_2^c w_1^e w_2^f of the scalar network, as (a, c, e, f).
+THM3_MONOMIALS = [(a, c, e, f) for a, c in ((1, 0), (0, 1), (2, 0), (1, 1), (0, 2)) for e, f in ((0, 0), (1, 0), (0, 1), (1, 1))]
+#: Corollary 2's monomials w_1^e w_2^f Δ^k, as (e, f, k).
+COR2_MONOMIALS = [(0, 0, 1), (0, 0, 2), (1, 0, 0), (0, 1, 0), (1, 1, 0), (1, 0, 1), (1, 1, 2)]
+
+
+def thm3_bound(t: int, d: int, dp: int) -> Fraction:
+    """Theorem 3's bound on the degree in 1/b, ``½(3^{t+1} − 1)d + ½(3^t − 1)d'`` (the lost operator read as "−")."""
+    return Fraction((3 ** (t + 1) - 1) * d + (3**t - 1) * dp, 2)
+
+
+def degree_table(tr: ScalarTrajectory, T: int) -> tuple[list, list]:
+    """Exact degrees in ``1/b`` against the bounds of Theorem 3 and Corollary 2 for ``t ≤ T``:
+    rows ``(t, monomial, degree, bound)`` for :data:`THM3_MONOMIALS` and for :data:`COR2_MONOMIALS`
+    (Corollary 2: ``q ≤ 3^t(d + 2d')``)."""
+    rows3, rows2 = [], []
+    for t in range(T + 1):
+        for a, c, e, f in THM3_MONOMIALS:
+            q = poly_degree(scalar_moment(tr, t, g1=a, g2=c, w1=e, w2=f))
+            rows3.append((t, (a, c, e, f), q, float(thm3_bound(t, a + c, e + f))))
+        for e, f, k in COR2_MONOMIALS:
+            q = poly_degree(scalar_moment(tr, t, w1=e, w2=f, delta=k))
+            rows2.append((t, (e, f, k), q, 3**t * (e + f + 2 * k)))
+    return rows3, rows2
+
+
+def term_degree_slacks(net: ScalarNet, T: int) -> list[int]:
+    """Theorem 3's second bound: for every monomial of :data:`THM3_MONOMIALS` and ``t ≤ T`` (at ``t = T``
+    the gradient-only ones, the expensive step), the bound ``3^t(3d + d')`` minus the largest total
+    degree in the symbolic initial weights of a coefficient."""
+    out = []
+    for t in range(T + 1):
+        for a, c, e, f in THM3_MONOMIALS:
+            if t == T and (e, f) != (0, 0):
+                continue
+            degs = scalar_coefficient_degrees(net, t, g1=a, g2=c, w1=e, w2=f)
+            out.append(3**t * (3 * (a + c) + e + f) - max(degs))
+    return out
+
+
+def thm4_decomposition_holds(P: ScalarPolys) -> bool:
+    """Exactly: ``var(g_{t,1}) = (p+1)u E[K²] + var(K)`` (p = 1, ``K = w_2Δ``), and the proof's display
+    misses it by exactly ``(1 − u) var(K)``."""
+    varK = poly_add(P.EK2, poly_mul(P.EK, P.EK), Fraction(-1))
+    correct = poly_add([Fraction(0)] + [2 * v for v in P.EK2], varK)
+    gap = poly_add(P.var_g1, P.display_g1, Fraction(-1))
+    return all(v == 0 for v in poly_add(correct, P.var_g1, Fraction(-1))) and all(
+        v == 0 for v in poly_add(gap, poly_mul([Fraction(1), Fraction(-1)], varK), Fraction(-1)))
+
+
+def b0_search(net: ScalarNet, count: int, t: int, gen: torch.Generator) -> dict:
+    """Theorem 5's two rules on ``count`` random scalar nets (initial weights and teacher in
+    ``{±1/8, …, ±12/8}``, ``net``'s schedule) at step ``t``: how often the main-text ``b_0`` is not
+    sufficient (the derivative root lies above ``max(main-text root, 1)``), how often ``β_1 < 0``,
+    and the derivative roots."""
+    fails, neg, roots = 0, 0, []
+    for _ in range(count):
+        v = [k if k != 0 else 1 for k in torch.randint(-12, 13, (3,), generator=gen).tolist()]
+        rnet = ScalarNet(Fraction(v[0], 8), Fraction(v[1], 8), Fraction(v[2], 8), net.lr_c)
+        rp = scalar_polys(scalar_trajectory(rnet, t), t)
+        for poly in (rp.var_g1, rp.var_g2):
+            if poly_degree(poly) < 1:
+                continue  # started at the teacher: zero variance
+            bd, bm = b0_derivative(poly), b0_main_text(poly)
+            neg += poly[1] < 0
+            fails += bd > max(bm, 1.0)
+            roots.append(bd)
+    return {"main_rule_failures": fails, "beta1_negative": neg, "b0_derivative": roots}

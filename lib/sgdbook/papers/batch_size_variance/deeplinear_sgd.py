@@ -7,7 +7,8 @@ learns a teacher of the same shape, ``P̄ = W̄_L ⋯ W̄_1``, under the populat
 ``b`` fresh inputs ``x ~ N(0, I_{p_0})``; with ``Σ̂ = (1/b) Σ_i x_i x_iᵀ = XᵀX/b`` the minibatch
 gradient of layer ``k`` is ``g_k = A_kᵀ Δ Σ̂ B_kᵀ`` and the population gradient ``G_k = A_kᵀ Δ B_kᵀ``,
 where ``A_k = W_L⋯W_{k+1}`` and ``B_k = W_{k−1}⋯W_1`` (identities at the ends). SGD:
-``W_{t+1,k} = W_{t,k} − α_{t+1} g_{t,k}`` (``α`` indexed from 1, as in ``α_t = 1/(10t)``).
+``W_{t+1,k} = W_{t,k} − α_{t+1} g_{t,k}`` (``α`` indexed from 1, as in ``α_t = 1/(10t)``: the schedule
+:func:`sgdbook.papers.batch_size_variance.linreg.harmonic_schedule`).
 
 Conditional variance given the current weights (Isserlis' theorem, one sample, divided by ``b``):
 ``var(g_k | F_t) = (‖A_kᵀΔ‖² ‖B_k‖² + ‖A_kᵀΔB_kᵀ‖²)/b``; for two layers this is Section 3.2's
@@ -54,13 +55,6 @@ def init_linear(dims: Sequence[int], gen: torch.Generator, dtype=torch.float64, 
         u = torch.rand(fan_out, fan_in, generator=gen, dtype=dtype)
         out.append(((2 * u - 1) * bound).to(device))
     return out
-
-
-def harmonic_schedule(scale: float, steps: int, dtype=torch.float64) -> torch.Tensor:
-    """``α_t = scale / t`` for ``t = 1 … steps``; entry ``t − 1`` moves ``w_{t−1} → w_t``."""
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    return scale / torch.arange(1, steps + 1, dtype=dtype)
 
 
 def product(weights: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -371,3 +365,53 @@ def b0_roots(beta: Sequence[float]) -> tuple[float, float]:
     if not any(exact):
         return float("-inf"), float("-inf")
     return b0_derivative(exact), b0_main_text(exact)
+
+
+# --------------------------------------------------------------------------- the chapter's statistics
+
+
+def finite_batch_sizes(res: LockstepResult) -> torch.Tensor:
+    """Indices of the batch sizes whose runs all stayed finite (and whose statistics are finite)."""
+    ok = res.diverged == 0
+    for tr in (res.var_g, res.var_grad, res.var_rb):
+        ok &= torch.isfinite(tr.layer).all(0).all(-1) & torch.isfinite(tr.layer_se).all(0).all(-1)
+    return ok.nonzero().squeeze(1)
+
+
+def adjacent_log_ratio(v: torch.Tensor, se: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For estimates ``v`` with standard errors ``se`` over a grid of batch sizes (last dimension,
+    independent runs per batch size): the gaps ``ln v_b − ln v_{b'}`` of adjacent batch sizes and their
+    z-scores, ``gap / √((se_b/v_b)² + (se_{b'}/v_{b'})²)``. Returns ``(z, gap)``."""
+    v, se = v.double(), se.double()
+    lv, rel = v.clamp_min(1e-300).log(), se / v.clamp_min(1e-300)
+    gap = lv[..., :-1] - lv[..., 1:]
+    return gap / (rel[..., :-1] ** 2 + rel[..., 1:] ** 2).sqrt(), gap
+
+
+@dataclass(frozen=True)
+class B0Fit:
+    """Theorem 5's threshold at one step from the fits in ``1/b``."""
+
+    t: int
+    fit: InverseBFit  # without constant term, the lowest adequate degree
+    free: InverseBFit  # with a constant term
+    b0: float  # the derivative rule (the proof's)
+    b0_main: float  # the main text's rule
+    b0_plain: float  # the derivative rule on the plain (not Rao–Blackwellised) estimate
+
+
+def b0_fits(res: LockstepResult, keep: torch.Tensor, ts: Sequence[int], max_degree: int, level: float = 0.05) -> list[B0Fit]:
+    """At each ``t`` of ``ts``: weighted fits (:func:`select_degree`) of the Rao–Blackwellised
+    ``var(g_t | F_0)`` over the kept batch sizes, without and with a constant term, the two ``b_0`` rules
+    (:func:`b0_roots`) and the derivative rule on the plain estimate."""
+    bs = [res.bs[j] for j in keep.tolist()]
+    out = []
+    for t in ts:
+        v, se = res.var_rb.total[t, keep].double(), res.var_rb.total_se[t, keep].double()
+        fit = select_degree(bs, v, se, intercept=False, max_degree=max_degree, level=level)
+        free = select_degree(bs, v, se, intercept=True, max_degree=max_degree, level=level)
+        plain = select_degree(bs, res.var_g.total[t, keep].double(), res.var_g.total_se[t, keep].double(), intercept=False,
+                              max_degree=max_degree, level=level)
+        b0, b0_main = b0_roots(fit.beta)
+        out.append(B0Fit(t, fit, free, b0, b0_main, b0_roots(plain.beta)[0]))
+    return out

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from sgdbook.gradients import all_minibatches
+
 
 def c_b(n: int, b) -> torch.Tensor:
     """``(n − b)/(b (n − 1))`` for a tensor (or list) of batch sizes, float64."""
@@ -75,9 +77,12 @@ def standardise(x: torch.Tensor, y: torch.Tensor, intercept: bool = True, scale_
     return x, y
 
 
-def harmonic_schedule(scale: float, steps: int) -> torch.Tensor:
-    """``α_t = scale / t`` for ``t = 1 … steps``; entry ``t − 1`` is used for ``w_{t−1} → w_t``."""
-    return scale / torch.arange(1, steps + 1, dtype=torch.float64)
+def harmonic_schedule(scale: float, steps: int, dtype=torch.float64) -> torch.Tensor:
+    """The paper's schedules ``α_t = scale / t`` for ``t = 1 … steps`` (``1/(2t)`` in Figure 2,
+    ``1/(10t)`` in Figure 3); entry ``t − 1`` moves ``w_{t−1} → w_t``."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    return scale / torch.arange(1, steps + 1, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- the recursion
@@ -356,3 +361,77 @@ def exact_degree(xs, ys) -> int:
 #: Figure 2(b)'s grid: every power of 2 or multiple of 40 in [2, n] (App. A.2).
 def fig2b_grid(n: int) -> list[int]:
     return sorted({2**k for k in range(1, 20) if 2**k <= n} | {40 * k for k in range(1, n // 40 + 1)})
+
+
+# ---------------------------------------------------------------------- the chapter's checks
+
+
+def worst_increase(v: torch.Tensor) -> float:
+    """Largest increase from ``b`` to ``b + 1`` (the last dimension) relative to the largest value at
+    the same ``t`` (the first dimension), over all ``t``: ``≤ 0`` for a non-increasing function of ``b``."""
+    scale = v.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+    return float((torch.diff(v, dim=-1) / scale).max())
+
+
+def lemma1_errors(P: Problem, A: torch.Tensor, w: torch.Tensor) -> list[float]:
+    """Lemma 1 by enumeration: for every ``b ∈ [1, n]`` the variance of ``A g`` over *all* ``C(n, b)``
+    minibatches at ``w`` against ``c_b((1/n)Σ‖A∇L_i‖² − ‖A∇L‖²)``; relative errors (absolute at
+    ``b = n``, where both are 0). Cost ``Σ_b C(n, b)`` minibatches: keep ``n`` ≲ 14."""
+    per = ((P.x @ w - P.y)[:, None] * P.x) @ A.T  # A ∇L_i(w)
+    full = per.mean(0)
+    spread = (per**2).sum(-1).mean() - (full**2).sum()
+    out = []
+    for b in range(1, P.n + 1):
+        gb = per[all_minibatches(P.n, b)].mean(1)
+        enum = ((gb - gb.mean(0)) ** 2).sum(-1).mean()
+        formula = float(c_b(P.n, [b])[0]) * spread
+        out.append(abs(float(enum - formula)) / max(float(formula), 1e-300) if b < P.n else abs(float(enum)))
+    return out
+
+
+#: The three readings of Lemma 2's correction term: (sign of B_i^{kl} at i = l ≠ k, divisor of α²c_b/n²).
+LEMMA2_READINGS = {"printed (+A, 1/n^2)": (+1, 1), "sign fixed (-A, 1/n^2)": (-1, 1), "corrected (-A, 1/(2n^2))": (-1, 2)}
+
+
+def lemma2_table(P: Problem, w0: torch.Tensor, A: torch.Tensor, alphas: Sequence[float]) -> list[tuple[int, float, dict]]:
+    """Lemma 2 at ``t = 1`` for every ``b``: the left side ``E‖Σ_i A_i∇L_i(w_2)‖²`` by enumerating every
+    two-step minibatch sequence (:func:`enumerate_paths`), and the right side from the exact moments
+    at ``t = 1`` under each reading of :data:`LEMMA2_READINGS`. Rows ``(b, left, {reading: right})``."""
+    n = P.n
+    Abig = torch.einsum("nij,nj,nk->ik", A, P.x, P.x)
+    Bi = A - float(alphas[1]) / n * Abig
+    rows = []
+    for b in range(1, n + 1):
+        ws, _ = enumerate_paths(P, w0, list(alphas), b)  # w_2 over all paths
+        grads = (ws @ P.x.T - P.y)[..., None] * P.x
+        lhs = float((torch.einsum("nij,Nnj->Ni", A, grads) ** 2).sum(-1).mean())
+        S1 = second_moments(P, w0, torch.as_tensor(alphas[:1], dtype=torch.float64), [b])[1][1, 0]
+        first = float(combination_sq_norm(P, S1, Bi))
+        k2 = float(alphas[1]) ** 2 * float(c_b(n, [b])[0]) / n**2
+        rhs = {name: first + k2 / d * float(pair_sum(P, S1, Abig, s)) for name, (s, d) in LEMMA2_READINGS.items()}
+        rows.append((b, lhs, rhs))
+    return rows
+
+
+def proof_identity_errors(P: Problem, w0: torch.Tensor, alphas: torch.Tensor, B: torch.Tensor, t: int) -> dict[str, dict[str, float]]:
+    """The identities inside the proofs of Theorems 6 and 7 at step ``t`` for every ``b < n``, with the
+    printed constant ``c_b/n² Σ_{i≠j}`` and with ``c_b/(2n²)``: largest relative errors
+    ``{"thm6": {"printed": …, "corrected": …}, "thm7": {…}}``.
+
+    Theorem 6: ``var(B∇L(w_t)) = var(B(I − α_t C)∇L(w_{t−1})) + α_t² c_b/n² Σ_{i≠j} E‖BC(∇L_i − ∇L_j)(w_{t−1})‖²``;
+    Theorem 7: ``var(B g_t) = c_b/n² Σ_{i≠j} E‖B(∇L_i − ∇L_j)(w_t)‖² + var(B∇L(w_t))``."""
+    bs = list(range(1, P.n + 1))
+    S = second_moments(P, w0, alphas[:t], bs)[1]
+    q = moments(P, w0, alphas[:t], bs, B=B)
+    cb = c_b(P.n, bs)
+    a = float(alphas[t - 1])
+    Bp = B @ (torch.eye(P.p, dtype=torch.float64) - a * P.C)
+    prev = moments(P, w0, alphas[: t - 1], bs, B=Bp, keep=[t - 1]).var_grad[0]
+    pairs6, pairs7 = pair_sum(P, S[t - 1], B @ P.C, -1), pair_sum(P, S[t], B, -1)
+    out = {"thm6": {}, "thm7": {}}
+    for name, d in (("printed", 1), ("corrected", 2)):
+        lhs6, rhs6 = q.var_grad[t], prev + a**2 * cb / P.n**2 / d * pairs6
+        lhs7, rhs7 = q.var_g[t], cb / P.n**2 / d * pairs7 + q.var_grad[t]
+        out["thm6"][name] = float(((rhs6 - lhs6).abs() / lhs6.abs().clamp_min(1e-300))[:-1].max())
+        out["thm7"][name] = float(((rhs7 - lhs7).abs() / lhs7.abs().clamp_min(1e-300))[:-1].max())
+    return out

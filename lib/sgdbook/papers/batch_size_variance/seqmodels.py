@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from sgdbook import stats
+from sgdbook.ensemble import epoch_indices, evaluate_runs
+
 PAD = 0
 
 
@@ -307,18 +310,15 @@ def across_run_variance(tensors: Mapping[str, torch.Tensor], ddof: int = 1) -> t
     R = next(iter(tensors.values())).shape[0]
     if R - ddof < 1:
         raise ValueError(f"need more than ddof = {ddof} runs for a variance, got {R}")
-    total = sum(((t - t.mean(0, keepdim=True)) ** 2).sum() for t in tensors.values())
-    return total / (R - ddof)
+    return run_deviations(tensors).sum() / (R - ddof)
 
 
-def epoch_indices(n: int, batch_size: int, runs: int, epochs: int, generator: torch.Generator) -> torch.Tensor:
-    """Epoch-based minibatches: a fresh permutation of [n] per run and epoch, cut into
-    ``n // batch_size`` batches (the incomplete last batch is dropped). Shape ``[epochs·(n//b), runs, b]``."""
-    if not 1 <= batch_size <= n or runs < 1 or epochs < 1:
-        raise ValueError(f"need 1 <= batch_size <= n, runs >= 1, epochs >= 1; got b = {batch_size}, n = {n}, R = {runs}, E = {epochs}")
-    spe = n // batch_size
-    perms = torch.rand(epochs, runs, n, generator=generator, device=generator.device).argsort(-1)
-    return perms[..., : spe * batch_size].reshape(epochs, runs, spe, batch_size).transpose(1, 2).reshape(epochs * spe, runs, batch_size)
+def run_deviations(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``d_r = Σ_coords (x_r − x̄)²`` for every run ``r`` of stacked tensors ``[R, ...]`` → ``[R]``.
+
+    ``R/(R − 1) · mean_r d_r`` is the unbiased across-run variance; the runs being independent given
+    θ₀, ``R/(R − 1) · sd_r(d_r)/√R`` is its standard error (influence function of a variance)."""
+    return sum(((t - t.mean(0, keepdim=True)) ** 2).flatten(1).sum(1) for t in tensors.values())
 
 
 def epoch_average(x: torch.Tensor, steps_per_epoch: int) -> torch.Tensor:
@@ -328,24 +328,18 @@ def epoch_average(x: torch.Tensor, steps_per_epoch: int) -> torch.Tensor:
     return x.reshape(x.shape[0] // steps_per_epoch, steps_per_epoch, *x.shape[1:]).mean(1)
 
 
-def evaluate_runs(model: nn.Module, params: Mapping[str, torch.Tensor], data: SentimentData, chunk: int = 1024):
-    """Mean cross-entropy and error (1 − accuracy) of every run on the whole of ``data`` → ([R], [R])."""
-    loss, wrong = 0.0, 0.0
-    with torch.no_grad():
-        for s in range(0, len(data), chunk):
-            t, m, y = data.tokens[s:s + chunk], data.mask[s:s + chunk], data.labels[s:s + chunk]
-            logits = per_run_logits(model, params, t, m)  # [R, B, C]
-            R, B, C = logits.shape
-            loss = loss + F.cross_entropy(logits.reshape(R * B, C), y.repeat(R), reduction="none").view(R, B).sum(1)
-            wrong = wrong + (logits.argmax(-1) != y).sum(1).to(logits.dtype)
-    return loss / len(data), wrong / len(data)
+def evaluate(model: nn.Module, params: Mapping[str, torch.Tensor], data: SentimentData, chunk: int = 1024):
+    """Mean cross-entropy and error (1 − accuracy) of every run on the whole of ``data`` → ([R], [R])
+    (:func:`sgdbook.ensemble.evaluate_runs` with the inputs ``(tokens, mask)``)."""
+    loss, acc = evaluate_runs(_meta(model), dict(params), (data.tokens, data.mask), data.labels, chunk=chunk)
+    return loss, 1 - acc
 
 
 # ------------------------------------------------------------------------------------ the runner
 
 
 @dataclass
-class LockstepResult:
+class AdamRuns:
     batch_size: int
     steps_per_epoch: int
     var_raw: torch.Tensor  # [T] Σ_coords var across runs of the stochastic gradient before clipping
@@ -359,10 +353,16 @@ class LockstepResult:
     val_err: torch.Tensor  # [E+1, R]
     params: dict[str, torch.Tensor] = field(repr=False)  # final stacked parameters
     var_fullgrad: torch.Tensor | None = None  # [E+1] across-run variance of the gradient of a fixed training subset, after each epoch
+    var_runs: torch.Tensor | None = None  # [T, R] each run's share R/(R−1)·‖g_r − ḡ‖² of var_raw (var_raw is their mean)
 
     def epoch_var(self, clipped: bool = False) -> torch.Tensor:
         """The SG variance averaged over the steps of each epoch → [E]."""
         return epoch_average(self.var_clipped if clipped else self.var_raw, self.steps_per_epoch)
+
+    def epoch_var_runs(self) -> torch.Tensor:
+        """Each run's share of the epoch-averaged SG variance, ``[R, E]`` (the mean over runs is
+        :meth:`epoch_var`; the runs are independent given θ₀, so their spread gives its standard error)."""
+        return epoch_average(self.var_runs, self.steps_per_epoch).T
 
 
 def subset_gradients(model: nn.Module, params: Mapping[str, torch.Tensor], data: SentimentData, chunk: int = 1024) -> dict[str, torch.Tensor]:
@@ -385,21 +385,25 @@ def lockstep_step(base: nn.Module, params: Mapping[str, torch.Tensor], state, st
                   mask: torch.Tensor, labels: torch.Tensor, adam: AdamConfig):
     """One step of all runs: per-run minibatch gradients (one ``vmap`` of ``grad``; ``tokens``/``mask``
     ``[R, m, L]``, ``labels`` ``[R, m]``), global-norm clipping, across-run variances, AdamW update.
-    Returns (params, state, stats) with stats ``var_raw``, ``var_clipped`` (scalars), ``grad_norm``, ``loss`` ([R])."""
+    Returns (params, state, stats) with stats ``var_raw``, ``var_clipped`` (scalars), ``dev_raw``
+    (:func:`run_deviations` of the gradients), ``grad_norm``, ``loss`` ([R])."""
 
     def loss_fn(p, t, m, y):
         return F.cross_entropy(functional_call(base, p, (t, m)), y)
 
     grads, loss = vmap(grad_and_value(loss_fn))(dict(params), tokens, mask, labels)
     clipped, norms = clip_by_global_norm(grads, adam.max_grad_norm)
-    stats = {"var_raw": across_run_variance(grads), "var_clipped": across_run_variance(clipped), "grad_norm": norms, "loss": loss.detach()}
+    dev = run_deviations(grads)
+    R = dev.shape[0]
+    out = {"var_raw": dev.sum() / (R - 1), "var_clipped": across_run_variance(clipped), "dev_raw": dev,
+           "grad_norm": norms, "loss": loss.detach()}
     params, state = adamw_step(params, clipped, state, step, adam)
-    return params, state, stats
+    return params, state, out
 
 
 def lockstep_adam(model: nn.Module, train: SentimentData, val: SentimentData, batch_size: int, epochs: int, runs: int,
                   adam: AdamConfig, generator: torch.Generator, eval_chunk: int = 1024, progress_desc: str | None = None,
-                  indices: torch.Tensor | None = None, fullgrad_subset: int = 0) -> LockstepResult:
+                  indices: torch.Tensor | None = None, fullgrad_subset: int = 0) -> AdamRuns:
     """Train ``runs`` copies of ``model`` (all from its current parameters) with AdamW and global-norm
     clipping, one vmapped ``grad`` per step for all runs; runs differ only in their minibatch order.
 
@@ -415,7 +419,7 @@ def lockstep_adam(model: nn.Module, train: SentimentData, val: SentimentData, ba
     if runs < 2:
         raise ValueError(f"an across-run variance needs runs >= 2, got {runs}")
     if indices is None:
-        indices = epoch_indices(len(train), batch_size, runs, epochs, generator)
+        indices = epoch_indices(len(train), runs, batch_size, generator, epochs=epochs)
     spe = len(train) // batch_size
     if indices.shape != (epochs * spe, runs, batch_size):
         raise ValueError(f"indices of shape {tuple(indices.shape)} do not match ({epochs * spe}, {runs}, {batch_size})")
@@ -426,7 +430,8 @@ def lockstep_adam(model: nn.Module, train: SentimentData, val: SentimentData, ba
     dt, dev = next(iter(params.values())).dtype, indices.device
     var_raw, var_clip, lrs = torch.zeros(T, dtype=dt, device=dev), torch.zeros(T, dtype=dt, device=dev), torch.zeros(T, dtype=torch.float64)
     gnorm, mbl = torch.zeros(T, runs, dtype=dt, device=dev), torch.zeros(T, runs, dtype=dt, device=dev)
-    evals = [evaluate_runs(model, params, train, eval_chunk) + evaluate_runs(model, params, val, eval_chunk)]
+    devs = torch.zeros(T, runs, dtype=dt, device=dev)
+    evals = [evaluate(model, params, train, eval_chunk) + evaluate(model, params, val, eval_chunk)]
     sub = train.subset(slice(0, fullgrad_subset))
     var_full = [across_run_variance(subset_gradients(model, params, sub, eval_chunk))] if fullgrad_subset else []
     steps = range(T)
@@ -438,19 +443,20 @@ def lockstep_adam(model: nn.Module, train: SentimentData, val: SentimentData, ba
         idx = indices[t]
         params, state, st = lockstep_step(base, params, state, t, train.tokens[idx], train.mask[idx], train.labels[idx], adam)
         var_raw[t], var_clip[t], gnorm[t], mbl[t], lrs[t] = st["var_raw"], st["var_clipped"], st["grad_norm"], st["loss"], adam.lr_at(t)
+        devs[t] = st["dev_raw"] * (runs / (runs - 1))
         if (t + 1) % spe == 0:
-            evals.append(evaluate_runs(model, params, train, eval_chunk) + evaluate_runs(model, params, val, eval_chunk))
+            evals.append(evaluate(model, params, train, eval_chunk) + evaluate(model, params, val, eval_chunk))
             if fullgrad_subset:
                 var_full.append(across_run_variance(subset_gradients(model, params, sub, eval_chunk)))
             if not bool(torch.isfinite(evals[-1][0]).all()):
                 bad = int((~torch.isfinite(evals[-1][0])).nonzero()[0])
                 raise FloatingPointError(f"run {bad} has a non-finite training loss after step {t}")
     tl, te, vl, ve = (torch.stack([e[i] for e in evals]) for i in range(4))
-    return LockstepResult(batch_size, spe, var_raw, var_clip, gnorm, mbl, lrs, tl, te, vl, ve, params,
-                          torch.stack(var_full).detach() if var_full else None)
+    return AdamRuns(batch_size, spe, var_raw, var_clip, gnorm, mbl, lrs, tl, te, vl, ve, params,
+                    torch.stack(var_full).detach() if var_full else None, devs)
 
 
-def combine_groups(results: list[LockstepResult]) -> LockstepResult:
+def combine_groups(results: list[AdamRuns]) -> AdamRuns:
     """Merge lockstep results of disjoint groups of runs (trained separately to save memory) from the
     same initialisation: per-run series are concatenated; the across-run variance of each step is the
     mean of the groups' unbiased variances (an unbiased estimate of the same quantity, runs being
@@ -462,10 +468,77 @@ def combine_groups(results: list[LockstepResult]) -> LockstepResult:
         if (r.batch_size, r.steps_per_epoch, r.var_raw.shape, r.train_loss.shape[0]) != (r0.batch_size, r0.steps_per_epoch, r0.var_raw.shape, r0.train_loss.shape[0]):
             raise ValueError("groups differ in batch size, steps or epochs")
     cat = lambda name: torch.cat([getattr(r, name) for r in results], 1)
-    return LockstepResult(
+    return AdamRuns(
         r0.batch_size, r0.steps_per_epoch,
         torch.stack([r.var_raw for r in results]).mean(0), torch.stack([r.var_clipped for r in results]).mean(0),
         cat("grad_norm"), cat("mb_loss"), r0.lr, cat("train_loss"), cat("train_err"), cat("val_loss"), cat("val_err"),
         {k: torch.cat([r.params[k] for r in results]) for k in r0.params},
         None if r0.var_fullgrad is None else torch.stack([r.var_fullgrad for r in results]).mean(0),
+        None if r0.var_runs is None else cat("var_runs"),
     )
+
+
+# ------------------------------------------------------------------------------- Figure 6 helpers
+
+
+def train_batch_sizes(model: nn.Module, train: SentimentData, val: SentimentData, settings: Mapping, adam: AdamConfig,
+                      seed: int, label: str = "") -> dict[int, AdamRuns]:
+    """``settings["runs"]`` AdamW runs from ``model``'s parameters for every batch size of
+    ``settings["batch_sizes"]``, ``settings["epochs"]`` epochs each, in groups of ``run_group`` runs
+    (:func:`combine_groups`); the minibatch order of group ``k`` at batch size ``b`` comes from
+    generator seed ``7919·seed + 100·b + k`` on the data's device."""
+    out = {}
+    dev = train.tokens.device
+    for b in settings["batch_sizes"]:
+        groups = []
+        for k in range(settings["runs"] // settings["run_group"]):
+            order = torch.Generator(device=dev).manual_seed(seed * 7919 + 100 * b + k)
+            groups.append(lockstep_adam(model, train, val, b, settings["epochs"], settings["run_group"], adam, order,
+                                        eval_chunk=settings["eval_chunk"], progress_desc=f"{label} b = {b}, group {k + 1}",
+                                        fullgrad_subset=settings["fullgrad_subset"]))
+        out[b] = combine_groups(groups)
+    return out
+
+
+#: The four curves of Figure 6 besides the variance.
+CURVES = ("train_loss", "train_err", "val_loss", "val_err")
+
+
+@dataclass(frozen=True)
+class Figure6:
+    """Figure 6 for one set of runs: the smaller batch (``a``) against the larger (``b``).
+
+    ``variance`` compares each run's share of the epoch-averaged SG variance (Welch's t over the
+    independent runs of the two batch sizes, per epoch); ``per_epoch`` / ``per_step`` compare the
+    loss and error curves after the same epoch, or after the same number of steps (the larger batch
+    after epoch 2k against the smaller after epoch k). ``parts`` judges each against the paper's
+    reading (the variance higher, the loss and error lower at the smaller batch) and ``verdict``
+    is their conjunction.
+    """
+
+    variance: stats.Ordering
+    variance_reversed: bool  # the smaller batch significantly *lower* at some epoch (Bonferroni over epochs)
+    per_epoch: dict
+    per_step: dict
+    parts: dict
+    verdict: str
+
+
+def figure6(small: AdamRuns, large: AdamRuns, level: float = 0.05) -> Figure6:
+    """Compare two batch sizes trained from the same θ₀ (see :class:`Figure6`)."""
+    va, vb = small.epoch_var_runs().double().cpu().numpy(), large.epoch_var_runs().double().cpu().numpy()
+    var = stats.ordering(va, vb, paired=False, level=level)
+    reversed_ = stats.ordering(va, vb, paired=False, level=level / va.shape[1]).frac_lower > 0
+    ratio = small.steps_per_epoch // large.steps_per_epoch
+    E = small.train_loss.shape[0] - 1
+    K = E // ratio
+    per_epoch, per_step = {}, {}
+    for c in CURVES:
+        a, b = getattr(small, c).double().cpu().numpy(), getattr(large, c).double().cpu().numpy()
+        per_epoch[c] = stats.ordering(a[1:].T, b[1:].T, paired=False, level=level)
+        if K >= 1:
+            per_step[c] = stats.ordering(a[1:K + 1].T, b[ratio:ratio * K + 1:ratio].T, paired=False, level=level)
+    parts = {"variance": "reproduced" if var.frac_higher == 1.0 else ("not-reproduced" if reversed_ else "inconclusive")}
+    for c in CURVES:
+        parts[c] = {"a lower": "reproduced", "a higher": "not-reproduced"}.get(per_epoch[c].direction, "inconclusive")
+    return Figure6(var, bool(reversed_), per_epoch, per_step, parts, stats.combine_verdicts(parts.values()))
