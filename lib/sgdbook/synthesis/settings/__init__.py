@@ -1,0 +1,1 @@
+"""Per-scale settings of the synthesis chapter."""
