@@ -1,0 +1,1 @@
+"""hessian-sgd: Hessian based analysis of SGD for Deep Nets: Dynamics and Generalization (Li et al.)."""

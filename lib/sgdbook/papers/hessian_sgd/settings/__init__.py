@@ -1,0 +1,1 @@
+"""Per-scale settings of the hessian-sgd notebooks, one module per notebook."""
