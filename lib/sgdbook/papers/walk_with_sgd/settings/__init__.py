@@ -1,0 +1,1 @@
+"""Per-scale settings of the walk-with-sgd chapters, one module per notebook."""

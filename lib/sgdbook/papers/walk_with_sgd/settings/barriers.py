@@ -1,0 +1,66 @@
+"""Settings of chapter 02 (barriers: Table 1, Figures 8, 12, 13, 15, 16) at each scale."""
+
+from __future__ import annotations
+
+from sgdbook.book.scales import ScaleTable
+
+SETTINGS = ScaleTable(
+    settings={
+        "smoke": dict(
+            paper_models=False, data="digits", n_train=150, eval_n=0, batch_size=50,
+            lr_cnn=0.1, lr_resnet=0.3, lr_mlp=0.1, lr_factor=0.5, epochs=6, table_epochs=[1, 3, 6],
+            fig8_epochs=4, fig_epochs=[3, 6], seeds=2, n_alpha=5, eval_float64=["mlp"], rtol32=1e-4,
+            code_batch=50,
+        ),
+        "book": dict(
+            paper_models=False, data="digits", n_train=1000, eval_n=0, batch_size=100,
+            lr_cnn=0.1, lr_resnet=0.3, lr_mlp=0.1, lr_factor=0.5, epochs=100, table_epochs=[1, 10, 25, 100],
+            fig8_epochs=40, fig_epochs=[25, 100], seeds=2, n_alpha=11, eval_float64=["mlp"], rtol32=1e-4,
+            code_batch=100,
+        ),
+        "paper": dict(
+            paper_models=True, data="paper", n_train=45000, eval_n=5000, batch_size=100,
+            lr_cnn=0.1, lr_resnet=0.3, lr_mlp=0.1, lr_factor=0.5, epochs=100, table_epochs=[1, 10, 25, 100],
+            fig8_epochs=40, fig_epochs=[25, 100], seeds=1, n_alpha=11, eval_float64=[], rtol32=1e-4,
+            code_batch=100,
+        ),
+    },
+    descriptions={
+        "paper_models": "the paper's VGG-11 / ResNet-56 / MLP 784-500-350-10 (else the small stand-ins)",
+        "data": "digits (scikit-learn) or the paper's data sets (CIFAR-10, MNIST; stand-ins where absent)",
+        "n_train": "training images (an epoch is n_train / batch_size iterations)",
+        "eval_n": "images on which the loss along a segment is evaluated (0 = the whole training set)",
+        "batch_size": "SGD batch size",
+        "lr_cnn": "learning rate of the CNN (VGG-11)",
+        "lr_resnet": "learning rate of the residual net (ResNet-56)",
+        "lr_mlp": "learning rate of the MLP",
+        "lr_factor": "the second learning rate of every stand-in, as a fraction of the first",
+        "epochs": "training epochs",
+        "table_epochs": "epochs whose every step is profiled (Table 1)",
+        "fig8_epochs": "first epochs profiled for Figure 8 (CNN, both learning rates, first seed)",
+        "fig_epochs": "epochs shown in Figure-1 format (Figures 12, 13, 15, 16)",
+        "seeds": "replicates per stand-in and learning rate",
+        "n_alpha": "grid points per segment, both ends included",
+        "eval_float64": "stand-ins evaluated in float64 (the others in float32)",
+        "rtol32": "relative tolerance of a float32 evaluation",
+        "code_batch": "batch of the authors' evaluation (train-mode BN, reshuffled at every point)",
+    },
+    paper_value={
+        "paper_models": "VGG-11, ResNet-56, MLP",
+        "data": "CIFAR-10, MNIST",
+        "n_train": "45,000 (450 iterations per epoch)",
+        "eval_n": "all (code: batches of 100, augmented)",
+        "batch_size": "100",
+        "lr_cnn": "0.1",
+        "lr_resnet": "0.3 (App. A: 0.1)",
+        "lr_mlp": "not given",
+        "lr_factor": "'smaller learning rates' (Sec. 6); Table 2: 0.05 for VGG-11",
+        "epochs": "100 (MLP: 40)",
+        "table_epochs": "1, 10, 25, 100",
+        "fig8_epochs": "40 (VGG-11)",
+        "fig_epochs": "25, 100",
+        "seeds": "1",
+        "n_alpha": "10",
+        "code_batch": "100",
+    },
+)

@@ -1,0 +1,825 @@
+"""The walk-with-sgd chapters' set-up: the data split, the stand-in networks, the paper's networks,
+and the Figure 1 plot.
+
+- :func:`digits_split`: scikit-learn's 8×8 digits (the book's data for chapters 01–03 and 05),
+  a fixed permutation, ``n_train`` training images and the rest for validation, standardised
+  with the training set's mean and standard deviation, optional label noise on the training set.
+- :func:`standin`: the three stand-ins by name, ``"cnn"`` (a small VGG-style CNN with batch norm,
+  for VGG-11), ``"cnn-nobn"`` (the same without batch norm), ``"resnet"`` (a small
+  pre-activation residual net, for ResNet-56) and ``"mlp"`` (two hidden layers with batch norm,
+  for the paper's MLP).
+- :func:`paper_model`: the paper's VGG-11 (``vgg11_bn`` features, 512-512-10 head), pre-activation
+  ResNet-56 and MLP 784-500-350-10 with batch norm, with their parameter counts
+  (:data:`PAPER_PARAMETER_COUNTS`, asserted).
+- :func:`run_walk` / :func:`profile` / :func:`window_metrics`: one GD or SGD run of a stand-in with
+  its iterates kept, the loss along the segments of a window, and the numbers the chapters judge.
+- :func:`walk_figure`: the three panels of the paper's Figure 1 (loss along the segments with
+  the dashed valley floor, cos(g_{t−1}, g_t), ‖θ_t − θ_0‖).
+- Judging: every criterion is made of parts that ``hold``, ``fail`` (the replicates exclude the
+  claim: a t test over seeds at :data:`LEVEL`) or are ``undecided`` (too few seeds for the
+  spread, or runs outside the paper's regime); :func:`threshold_status`, :func:`greater_status`,
+  :func:`parts_verdict`, the regime gates :func:`in_height_regime` and :func:`settled`, and the
+  criteria of the figures (:func:`judge_gd_window`, :func:`judge_sgd_window`,
+  :func:`cos_roles_verdict`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...data import digits, fashion_mnist, label_noise, paper_dataset, to_cifar_shape
+from ...landscape import WindowProfile, window_profile
+from ...models import count_parameters, mlp, preact_resnet, small_cnn, vgg
+from ...trajectory import Trajectory, record_trajectory
+
+#: Parameter counts of the paper's networks as built here (VGG-11's follows from vgg11_bn and the
+#: 512-512-10 head; ResNet-56's from He et al.'s pre-activation layout with 1×1 projection
+#: shortcuts; the MLP's from 784-500-350-10 with biases and batch norm).
+PAPER_PARAMETER_COUNTS = {"vgg11": 9_756_426, "resnet56": 855_578, "mlp": 573_060}
+
+#: The stand-ins' names and what they stand in for.
+STANDINS = {
+    "cnn": "VGG-11 (a small VGG-style CNN with batch norm)",
+    "cnn-nobn": "VGG-11 without batch norm (the same CNN)",
+    "resnet": "ResNet-56 (a small pre-activation residual net)",
+    "mlp": "the MNIST MLP (64-128-128-10 with batch norm)",
+}
+
+
+@dataclass
+class WalkData:
+    """Training inputs/labels, validation inputs/labels, the mask of training labels changed by
+    label noise, and a one-line description."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    xv: torch.Tensor
+    yv: torch.Tensor
+    flipped: torch.Tensor
+    note: str
+    eval_n: int = 0  # the loss along a segment is evaluated on the first eval_n images (0 = all)
+
+    def to(self, device) -> "WalkData":
+        return WalkData(self.x.to(device), self.y.to(device), self.xv.to(device), self.yv.to(device),
+                        self.flipped.to(device), self.note, self.eval_n)
+
+    @property
+    def evaluation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels on which the loss along a segment is evaluated."""
+        if self.eval_n and self.eval_n < self.x.shape[0]:
+            return self.x[: self.eval_n], self.y[: self.eval_n]
+        return self.x, self.y
+
+
+def digits_split(
+    n_train: int = 1000,
+    *,
+    label_noise_fraction: float = 0.0,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> WalkData:
+    """The digits split: a permutation of the 1,797 images from ``seed``, the first ``n_train`` for
+    training, the rest for validation, inputs standardised by the training mean and standard
+    deviation (one number each). ``label_noise_fraction`` of the *training* labels are replaced
+    by another class (:func:`sgdbook.data.label_noise`, drawn from ``seed + 1``); validation labels
+    stay clean."""
+    ds = digits()
+    n = len(ds)
+    if not 1 <= n_train < n:
+        raise ValueError(f"n_train must be in [1, {n - 1}], got {n_train}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    x, y = ds.x[perm], ds.y[perm]
+    mu, sd = x[:n_train].mean(), x[:n_train].std()
+    x = ((x - mu) / sd).to(dtype)
+    xt, yt = x[:n_train], y[:n_train]
+    flipped = torch.zeros(n_train, dtype=torch.bool)
+    note = f"digits: {n_train} training / {n - n_train} validation images (8×8, standardised)"
+    if label_noise_fraction > 0:
+        noisy = label_noise(yt, label_noise_fraction, 10, torch.Generator().manual_seed(seed + 1))
+        yt, flipped = noisy.y, noisy.flipped
+        note += f", {noisy.fraction:.0%} of the training labels replaced by another class"
+    return WalkData(xt, yt, x[n_train:], y[n_train:], flipped, note).to(device)
+
+
+def _standardise(x: torch.Tensor, n_train: int) -> torch.Tensor:
+    return (x - x[:n_train].mean()) / x[:n_train].std()
+
+
+def paper_split(kind: str, n_train: int, n_valid: int, *, label_noise_fraction: float = 0.0, eval_n: int = 0,
+                device: str | torch.device = "cpu") -> WalkData:
+    """The paper's data where it loads (``kind`` = ``"cifar10"`` or ``"mnist"``; else the stand-in
+    :func:`sgdbook.data.paper_dataset` names in the note): the first ``n_train`` training images
+    for training and the next ``n_valid`` for validation (the authors' 45,000/5,000 split of
+    CIFAR-10), standardised with the training mean and standard deviation (one number each)."""
+    ds, note = paper_dataset(kind, "train")
+    if n_train + n_valid > len(ds):
+        raise ValueError(f"{ds.name} has {len(ds)} training images; cannot take {n_train} + {n_valid}")
+    x = _standardise(ds.x[: n_train + n_valid].float(), n_train)
+    y = ds.y[: n_train + n_valid]
+    yt, flipped = y[:n_train], torch.zeros(n_train, dtype=torch.bool)
+    if label_noise_fraction > 0:
+        noisy = label_noise(yt, label_noise_fraction, 10, torch.Generator().manual_seed(1))
+        yt, flipped = noisy.y, noisy.flipped
+    text = f"{ds.name}: {n_train} training / {n_valid} validation images" + (f" ({note})" if note else "")
+    return WalkData(x[:n_train], yt, x[n_train:], y[n_train:], flipped, text, eval_n).to(device)
+
+
+def fashion_split(n_train: int, side: int = 14, *, n_valid: int = 2000, seed: int = 0, eval_n: int = 0,
+                  device: str | torch.device = "cpu") -> WalkData:
+    """Fashion-MNIST (Debian's ``dataset-fashion-mnist``), the book's stand-in for the paper's
+    Tiny-ImageNet subset: a permutation of the training split from ``seed``, ``n_train`` images for
+    training and ``n_valid`` for validation, 2×2 average-pooled to 14×14 (``side=14``) or padded to
+    3×32×32 (``side=32``, for VGG-11), standardised with the training mean and standard deviation."""
+    ds = fashion_mnist("train")
+    if side == 32:
+        ds = to_cifar_shape(ds)
+    elif side != 28:
+        if 28 % side:
+            raise ValueError(f"side must be 32, 28 or a divisor of 28, got {side}")
+        ds.x = F.avg_pool2d(ds.x.float(), 28 // side)
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[: n_train + n_valid]
+    x = _standardise(ds.x[perm].float(), n_train)
+    y = ds.y[perm]
+    text = f"Fashion-MNIST: {n_train} training / {n_valid} validation images ({side}×{side})"
+    return WalkData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], torch.zeros(n_train, dtype=torch.bool),
+                    text, eval_n).to(device)
+
+
+def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> WalkData:
+    """The training data of stand-in ``role`` at the chapter's settings: digits at the ``smoke`` and
+    ``book`` scales; at the ``paper`` scale CIFAR-10 (45k/5k) for the CNN and the residual net and
+    MNIST for the MLP (with their stand-ins where they cannot be loaded)."""
+    if cfg["data"] == "digits":
+        return digits_split(cfg["n_train"], label_noise_fraction=label_noise_fraction, device=device)
+    kind = "mnist" if role == "mlp" else "cifar10"
+    return paper_split(kind, cfg["n_train"], 5000, label_noise_fraction=label_noise_fraction,
+                       eval_n=cfg["eval_n"], device=device)
+
+
+def make_model(role: str, cfg, generator: torch.Generator) -> nn.Module:
+    """The network of ``role`` at the chapter's settings: the stand-in, or the paper's network when
+    ``cfg["paper_models"]`` (VGG-11, VGG-11 without batch norm, ResNet-56, the MLP)."""
+    if not cfg["paper_models"]:
+        return standin(role, generator)
+    if role == "cnn-nobn":
+        return vgg(bn=False, generator=generator)
+    return paper_model({"cnn": "vgg11", "resnet": "resnet56", "mlp": "mlp"}[role], generator)
+
+
+def standin(name: str, generator: torch.Generator) -> nn.Module:
+    """The stand-in network ``name`` (one of :data:`STANDINS`) for 1×8×8 inputs, initialised from ``generator``."""
+    if name == "cnn":
+        return small_cnn((8, 16, 32), (32,), bn=True, generator=generator)
+    if name == "cnn-nobn":
+        return small_cnn((8, 16, 32), (32,), bn=False, generator=generator)
+    if name == "resnet":
+        return preact_resnet(1, (4, 8, 16), generator=generator)
+    if name == "mlp":
+        return mlp([64, 128, 128, 10], bias=True, bn=True, generator=generator, init="kaiming_uniform")
+    raise ValueError(f"unknown stand-in {name!r}: use one of {', '.join(STANDINS)}")
+
+
+def paper_model(name: str, generator: torch.Generator | None = None) -> nn.Module:
+    """The paper's ``"vgg11"`` (CIFAR-10), ``"resnet56"`` (CIFAR-10) or ``"mlp"`` (MNIST), with its
+    parameter count checked against :data:`PAPER_PARAMETER_COUNTS`."""
+    if name == "vgg11":
+        model = vgg(generator=generator)
+    elif name == "resnet56":
+        model = preact_resnet(9, (16, 32, 64), in_channels=3, generator=generator)
+    elif name == "mlp":
+        model = mlp([784, 500, 350, 10], bias=True, bn=True, generator=generator, init="kaiming_uniform")
+    else:
+        raise ValueError(f"unknown paper model {name!r}: use one of {', '.join(PAPER_PARAMETER_COUNTS)}")
+    got = count_parameters(model)
+    if got != PAPER_PARAMETER_COUNTS[name]:
+        raise AssertionError(f"{name} has {got:,} parameters, expected {PAPER_PARAMETER_COUNTS[name]:,}")
+    return model
+
+
+def onset(cos, start: int = 1) -> int | None:
+    """The first step ``t >= start`` with ``cos(g_{t−1}, g_t) < 0`` (where bouncing starts), or None."""
+    c = np.asarray(cos, dtype=float)
+    hits = np.nonzero(c[start:] < 0)[0]
+    return int(hits[0] + start) if hits.size else None
+
+
+def walk_figure(profile, cos, dist, t0: int = 0, title: str = "", axes=None, epoch_marks=()):
+    """Figure 1's three panels for a window starting at step ``t0``: the loss at every grid point
+    of every segment against ``t + α`` (grey lines at the iterations), the valley floor (minima of
+    the segments with an interior minimum, joined by a dashed orange line), ``cos(g_{t−1}, g_t)``
+    and ``‖θ_t − θ_0‖`` at the iterations (not interpolated). ``cos`` and ``dist`` are the
+    trajectory's arrays sliced to the window (``[S]`` and ``[S + 1]``). ``epoch_marks``: steps
+    where an epoch starts (dotted lines). Returns ``(fig, axes)``."""
+    import matplotlib.pyplot as plt
+
+    L = profile.losses.cpu().numpy()
+    S, k = L.shape
+    alphas = profile.alphas.cpu().numpy()
+    if axes is None:
+        fig, axes = plt.subplots(3, 1, figsize=(6.4, 6.4), sharex=True, height_ratios=(2, 1, 1))
+    else:
+        fig = axes[0].figure
+    ax = axes[0]
+    t = t0 + np.arange(S)
+    for s in range(S):
+        ax.axvline(t[s], color="0.85", lw=0.6, zorder=0)
+        ax.plot(t[s] + alphas, L[s], "-", color="tab:blue", lw=1.0)
+    ax.axvline(t0 + S, color="0.85", lw=0.6, zorder=0)
+    inter = profile.interior.cpu().numpy()
+    fa = profile.floor_alpha.cpu().numpy()
+    fl = profile.floor.cpu().numpy()
+    if inter.any():
+        ax.plot((t + fa)[inter], fl[inter], "--o", color="tab:orange", ms=2.5, lw=1.0, label="valley floor")
+        ax.legend(loc="upper right")
+    ax.set_ylabel("training loss")
+    if title:
+        ax.set_title(title)
+    ax2, ax3 = axes[1], axes[2]
+    ax2.plot(t, np.asarray(cos, dtype=float), "-o", ms=2.5, color="tab:green")
+    ax2.axhline(0, color="0.5", lw=0.6)
+    ax2.set_ylim(-1.05, 1.05)
+    ax2.set_ylabel(r"cos$(g_{t-1}, g_t)$")
+    ax3.plot(t0 + np.arange(S + 1), np.asarray(dist, dtype=float), "-", color="tab:red")
+    ax3.set_ylabel(r"$\|\theta_t-\theta_0\|$")
+    ax3.set_xlabel("iteration")
+    for e in epoch_marks:
+        for a in axes:
+            a.axvline(e, color="0.4", ls=":", lw=0.8)
+    return fig, axes
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass
+class WalkRun:
+    """One run of a stand-in: its name, learning rate, batch size (None = GD), seed, the initial
+    model (the template for evaluation), the data it trained on and the logged trajectory."""
+
+    name: str
+    lr: float
+    batch_size: int | None
+    seed: int
+    model: nn.Module
+    data: WalkData
+    traj: Trajectory
+
+    @property
+    def onset(self) -> int | None:
+        return onset(self.traj.cos.cpu().numpy())
+
+
+def init_seed(name: str, seed: int) -> int:
+    """The initialisation seed of stand-in ``name`` for replicate ``seed`` (the same for GD and SGD,
+    so that their runs start at the same θ₀ and can be compared pairwise)."""
+    return 1_000_003 * (1 + sorted(STANDINS).index(name)) + 7919 * int(seed)
+
+
+def run_walk(
+    name: str,
+    data: WalkData,
+    *,
+    lr,
+    steps: int,
+    batch_size: int | None = None,
+    seed: int = 0,
+    windows=None,
+    noise_std: float = 0.0,
+    model=None,
+    store_buffers: bool = False,
+    show_progress: bool = False,
+) -> WalkRun:
+    """Train stand-in ``name`` from its initialisation for replicate ``seed`` with GD
+    (``batch_size=None``) or SGD, keeping the iterates of ``windows`` (default: all of them).
+    ``model``: a network to use instead, or a builder ``model(generator)`` called with the
+    replicate's initialisation generator (e.g. ``lambda g: make_model(role, cfg, g)``)."""
+    if model is None:
+        model = standin(name, torch.Generator().manual_seed(init_seed(name, seed)))
+    elif callable(model) and not isinstance(model, nn.Module):
+        model = model(torch.Generator().manual_seed(init_seed(name, seed)))
+    model = model.to(data.x.device)
+    gen = torch.Generator(device=data.x.device).manual_seed(init_seed(name, seed) + 17 + (batch_size or 0))
+    tag = "GD" if batch_size is None else f"SGD B={batch_size}"
+    traj = record_trajectory(
+        model, F.cross_entropy, data.x, data.y, steps=steps, lr=lr, batch_size=batch_size, generator=gen,
+        noise_std=noise_std, windows=[(0, steps)] if windows is None else windows, store_buffers=store_buffers,
+        run=f"{name} {tag} lr={lr} seed={seed}", show_progress=show_progress,
+    )
+    return WalkRun(name, float(lr) if isinstance(lr, (int, float)) else lr, batch_size, seed, model, data, traj)
+
+
+def profile(
+    run: WalkRun,
+    a: int,
+    b: int,
+    *,
+    dtype: torch.dtype | None = None,
+    rtol: float = 1e-6,
+    eval_batch: int | None = None,
+    reshuffle: bool = False,
+    generator: torch.Generator | None = None,
+    n_alpha: int = 11,
+    noise_repeats: int = 2,
+) -> WindowProfile:
+    """The loss along the segments of steps ``a … b − 1`` of ``run`` on its whole training set
+    (batch norm with the statistics of the evaluation batch: deterministic unless ``reshuffle``).
+    For GD evaluated in the training precision, the logged full-batch losses are the end points."""
+    w = next((w for w in run.traj.windows if w.a <= a and b <= w.b), None)
+    if w is None:
+        raise ValueError(f"steps {a}..{b} are not inside a stored window of {run.name}")
+    thetas = w.thetas[a - w.a : b - w.a + 1]
+    ends = None
+    same_dtype = dtype is None or dtype == thetas.dtype
+    xe, ye = run.data.evaluation
+    whole = xe.shape[0] == run.data.x.shape[0]
+    if run.batch_size is None and same_dtype and whole and not reshuffle and eval_batch is None and b < run.traj.steps:
+        ends = run.traj.loss[a : b + 1]
+    return window_profile(
+        run.model, F.cross_entropy, xe, ye, thetas, n_alpha=n_alpha, bn_mode="train",
+        eval_batch=eval_batch, reshuffle=reshuffle, generator=generator, dtype=dtype, end_losses=ends,
+        noise_repeats=noise_repeats, rtol=rtol,
+    )
+
+
+def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = None) -> dict[str, float]:
+    """Plain numbers of a window profile from segment ``start`` on: the fraction of segments with an
+    interior minimum, the fraction of consecutive pairs of such segments whose floor rises
+    (``nan`` without pairs), barriers (with the noise tolerance and raw), the mean height, the
+    largest barrier excess relative to the loss at the step, and the mean cosine over the same
+    steps (``cos`` sliced to the window, ``[S]``); segments ``start … stop − 1`` only (pairs
+    within them)."""
+    stop = prof.segments if stop is None else stop
+    inter = prof.interior[start:stop]
+    pairs = prof.both_interior[start : stop - 1]
+    rises = prof.floor_rise[start : stop - 1] & pairs
+    n_pairs = int(pairs.sum())
+    rel = prof.excess[start:stop] / prof.losses[start:stop, 0].abs().clamp_min(1e-300)
+    c = np.asarray(cos, dtype=float)[start:stop]
+    return {
+        "segments": int(inter.numel()),
+        "interior_frac": float(inter.double().mean()),
+        "rise_frac": float(rises.sum()) / n_pairs if n_pairs else float("nan"),
+        "barriers": int(prof.barrier[start:stop].sum()),
+        "raw_barriers": int(prof.raw_barrier[start:stop].sum()),
+        "floor_rises_all": int(prof.floor_rise[start : stop - 1].sum()),
+        "mean_height": float(prof.height[start:stop].mean()),
+        "median_range": float(prof.loss_range[start:stop].median()),
+        "max_rel_excess": float(rel.max()),
+        "cos_mean": float(np.nanmean(c)) if np.isfinite(c).any() else float("nan"),
+        "noise": float(prof.noise),
+    }
+
+
+def gd_summary(run: WalkRun, window: int, lead: int, *, dtype=None, rtol: float = 1e-6):
+    """A GD run's Figure-1 window and numbers: the window of ``window`` iterations starting ``lead``
+    iterations before the onset of bouncing (the first negative cosine; the paper's onset is at
+    ≈ 15, so for an onset ≤ ``lead`` it is the paper's first ``window`` iterations), judged on the
+    segments from the onset on. Returns ``(metrics, profile, start)``; the metrics add the onset,
+    the mean cosine over the window's last 10 iterations and the distance after ``window``
+    iterations to :func:`window_metrics`."""
+    on = run.onset
+    steps = run.traj.steps
+    start = min(0 if on is None else max(0, on - lead), steps - window)
+    prof = profile(run, start, start + window, dtype=dtype, rtol=rtol)
+    cos = run.traj.cos[start : start + window].cpu().numpy()
+    post = 0 if on is None else min(max(on - start, 0), window - 1)
+    m = window_metrics(prof, cos, post)
+    m.update(onset=float("nan") if on is None else float(on), start=start,
+             cos_last10=float(np.nanmean(cos[-10:])), dist_window=float(run.traj.dist[min(window, steps)]))
+    return m, prof, start
+
+
+def sgd_summary(run: WalkRun, a: int, b: int, *, dtype=None, rtol: float = 1e-6):
+    """An SGD run's window ``a … b``: :func:`window_metrics` over all its segments and the distance
+    at ``b``. Returns ``(metrics, profile)``."""
+    prof = profile(run, a, b, dtype=dtype, rtol=rtol)
+    m = window_metrics(prof, run.traj.cos[a:b].cpu().numpy())
+    m.update(dist_end=float(run.traj.dist[b]))
+    return m, prof
+
+
+def mean_ci(values, digits: int = 2, sci: bool = False) -> str:
+    """``"m ± h"`` with the 95 % Student-t half-width over replicates (just ``"m"`` for one);
+    ``sci`` writes both in scientific notation with ``digits`` decimals."""
+    from ...stats import t_interval
+
+    code = "e" if sci else "f"
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return "—"
+    if v.size == 1:
+        return f"{v[0]:.{digits}{code}}"
+    ci = t_interval(v)
+    return f"{float(ci.mean):.{digits}{code}} ± {float(ci.half_width):.{max(digits - 1, 0) if sci else digits}{code}}"
+
+
+# ----------------------------------------------------------------------------- judging constants
+
+#: The status of one part of a criterion (see :func:`threshold_status`).
+HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
+#: One-sided level of every test behind a status.
+LEVEL = 0.05
+#: A stand-in's walk is in the paper's regime at an epoch when its mean height above the valley
+#: floor is at least this fraction of the paper's Table 2 height at the same epoch; a walk 100 or
+#: 1,000 times lower has fitted its data and no longer oscillates as the paper's networks did.
+REGIME_HEIGHT_FRACTION = 0.1
+#: The paper's Figure 1 shows GD's first 40 iterations, bouncing from ≈ 15: a GD run is in the
+#: paper's regime if its bouncing (the first negative cosine) starts within these iterations.
+PAPER_ONSET_WINDOW = 40
+#: The paper's Table 2 row each stand-in is compared with (the MLP has no row: VGG-11's).
+TABLE2_ROW = {"cnn": ("VGG-11", 0.1), "cnn-nobn": ("VGG-11", 0.1), "resnet": ("ResNet-56", 0.3), "mlp": ("VGG-11", 0.1)}
+
+
+# ----------------------------------------------------------------------------- Figure 4's criterion
+
+
+def late_mean_cos(traj: Trajectory, frac: float = 0.5) -> float:
+    """Mean of ``cos(g_{t−1}, g_t)`` over the last ``frac`` of a run (after the initial transient)."""
+    c = traj.cos.cpu().numpy()
+    return float(np.nanmean(c[int(len(c) * (1 - frac)) :]))
+
+
+def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = LEVEL, *, settled_bs=None, settled_lr=None):
+    """The criterion of Figures 4, 22–24. ``cos_bs``/``dist_bs`` are ``[seeds, len(batch_sizes)]``
+    (late mean cosine, final distance), ``cos_lr`` is ``[seeds, len(lrs)]``; ``settled_bs`` /
+    ``settled_lr`` (same shapes, default all True) say which runs had left their initial descent
+    before the late window (:func:`settled`): the claim is about the bouncing phase, and a run
+    still in its initial descent is outside it.
+
+    Parts, each ``holds`` / ``fails`` / ``undecided`` (per-seed least-squares slopes against
+    log₂ of the setting, t test over seeds, df = seeds − 1, at ``level``): (1) the cosine falls
+    with the batch size: holds if the slope is significantly negative, fails if significantly
+    positive; (2) larger batches travel less: the same on log distance; (3) the learning rate has
+    no significant effect on the cosine, unlike the batch size: over the learning rates whose runs
+    all settled (at least three, else undecided), holds if the mean slope per doubling of the rate
+    is at most half (in size) the batch size's, fails if it is larger and significantly non-zero
+    (two-sided). (1) and (2) are undecided if a batch-size run had not settled. Verdict:
+    :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
+    from ...stats import slope_t
+
+    lb = np.log2(np.asarray(batch_sizes, float))
+    ll = np.log2(np.asarray(lrs, float))
+    cos_bs, dist_bs, cos_lr = (np.asarray(a, float) for a in (cos_bs, dist_bs, cos_lr))
+    set_bs = np.ones(cos_bs.shape, bool) if settled_bs is None else np.asarray(settled_bs, bool)
+    set_lr = np.ones(cos_lr.shape, bool) if settled_lr is None else np.asarray(settled_lr, bool)
+    s_cos = slope_t(lb, cos_bs)
+    s_dist = slope_t(lb, np.log(dist_bs))
+
+    def trend(t, sign):  # sign −1: the claim is a negative slope
+        if not set_bs.all():
+            return UNDECIDED
+        p_claim, p_against = (t.p_less, t.p_greater) if sign < 0 else (t.p_greater, t.p_less)
+        return HOLDS if p_claim < level else (FAILS if p_against < level else UNDECIDED)
+
+    st1, st2 = trend(s_cos, -1), trend(s_dist, -1)
+    keep = set_lr.all(0)
+    s_lr = slope_t(ll[keep], cos_lr[:, keep]) if keep.sum() >= 3 else None
+    if s_lr is None:
+        st3 = UNDECIDED
+    elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
+        st3 = HOLDS
+    else:
+        st3 = FAILS if s_lr.p_two_sided < level else UNDECIDED
+    statuses = [st1, st2, st3]
+    verdict = parts_verdict(statuses, key=(0,))
+    evidence = {
+        "cos_by_batch": [round(float(v), 4) for v in cos_bs.mean(0)],
+        "cos_by_lr": [round(float(v), 4) for v in cos_lr.mean(0)],
+        "dist_by_batch": [round(float(v), 4) for v in dist_bs.mean(0)],
+        "cos_slope_per_doubling_B": s_cos.effect, "cos_slope_p": s_cos.p_less,
+        "logdist_slope_per_doubling_B": s_dist.effect, "logdist_slope_p": s_dist.p_less,
+        "cos_slope_per_doubling_lr": s_lr.effect if s_lr else float("nan"),
+        "cos_slope_lr_p_two_sided": s_lr.p_two_sided if s_lr else float("nan"),
+        "lrs_settled": [float(v) for v, k in zip(lrs, keep) if k],
+        "batch_runs_settled": bool(set_bs.all()),
+        "cos_range_over_B": float(np.ptp(cos_bs.mean(0))), "cos_range_over_lr": float(np.ptp(cos_lr.mean(0))),
+        "batch_sizes": [int(b) for b in batch_sizes], "lrs": [float(v) for v in lrs],
+        "seeds": int(cos_bs.shape[0]),
+        "status_1": st1, "status_2": st2, "status_3": st3,
+    }
+    return verdict, evidence
+
+
+def epoch_metrics(run: WalkRun, prof: WindowProfile, a: int, epochs, *, spe: int) -> dict[int, dict[str, float]]:
+    """:func:`window_metrics` of every epoch in ``epochs`` (1-based, ``spe`` steps each) from the
+    profile of a window that starts at step ``a`` and covers them."""
+    out = {}
+    cos = run.traj.cos.cpu().numpy()
+    for e in epochs:
+        lo, hi = (e - 1) * spe - a, e * spe - a
+        if lo < 0 or hi > prof.segments:
+            raise ValueError(f"epoch {e} (steps {lo + a}..{hi + a}) is outside the window starting at {a}")
+        out[e] = window_metrics(prof, cos[a : a + prof.segments], lo, hi)
+    return out
+
+
+# ----------------------------------------------------------------------------- runs with checkpoints
+
+
+@torch.no_grad()
+def evaluate_theta(model: nn.Module, theta: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor,
+                   y: torch.Tensor, *, bn_mode: str) -> tuple[float, float]:
+    """Loss and accuracy of the model at the flat parameters ``theta`` on ``(x, y)``: batch norm with
+    the statistics of the whole of ``x`` (``"train"``: the training loss the walk is about) or with
+    the running ``buffers`` (``"eval"``: validation)."""
+    from torch.func import functional_call
+
+    from ...functional import functional_view
+
+    view = functional_view(model, bn_mode)
+    state = view.unflatten(theta.to(x.dtype))
+    if bn_mode == "eval":
+        state = {**state, **buffers}
+    out = functional_call(view.module, state, (x,))
+    return float(F.cross_entropy(out, y)), float((out.argmax(1) == y).double().mean())
+
+
+@dataclass
+class Checkpointed:
+    """A run evaluated every few steps: steps, full training loss, validation accuracy, and the
+    concatenated trajectory logs (cos ``[T]``, dist ``[T + 1]``, norm ``[T + 1]``); ``last`` is the
+    final piece's trajectory (for continuing)."""
+
+    steps: list[int]
+    train_loss: list[float]
+    valid_acc: list[float]
+    cos: np.ndarray
+    dist: np.ndarray
+    norm: np.ndarray
+    last: Trajectory
+
+
+def run_checkpointed(model: nn.Module, data: WalkData, *, lr, steps: int, every: int, generator: torch.Generator,
+                     batch_size: int | None = None, noise_std: float = 0.0, start: Trajectory | None = None,
+                     run: str = "run") -> Checkpointed:
+    """Train with :func:`sgdbook.trajectory.record_trajectory` in pieces of ``every`` steps (a
+    multiple of the epoch length for SGD, so that every epoch is one permutation), evaluating the
+    full training loss and the validation accuracy after each piece; ``start`` continues a
+    previous run (its parameters, buffers, last gradient and θ₀)."""
+    if steps % every:
+        raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
+    kw = start.continuation() if start is not None else {}
+    cos, dist, norm = [], [], []
+    pts, tl, va = [], [], []
+    traj = start
+    for k in range(steps // every):
+        traj = record_trajectory(model, F.cross_entropy, data.x, data.y, steps=every, lr=lr, batch_size=batch_size,
+                                 generator=generator, noise_std=noise_std, run=run, **kw)
+        kw = traj.continuation()
+        cos.append(traj.cos.cpu().numpy())
+        dist.append(traj.dist.cpu().numpy()[(1 if k or start is not None else 0):])
+        norm.append(traj.norm.cpu().numpy()[(1 if k or start is not None else 0):])
+        pts.append((k + 1) * every)
+        tl.append(evaluate_theta(model, traj.theta, traj.buffers, data.x, data.y, bn_mode="train")[0])
+        va.append(evaluate_theta(model, traj.theta, traj.buffers, data.xv, data.yv, bn_mode="eval")[1])
+    return Checkpointed(pts, tl, va, np.concatenate(cos), np.concatenate(dist), np.concatenate(norm), traj)
+
+
+# ----------------------------------------------------------------------------- judging: parts that hold, fail or cannot decide
+
+def _finite(values) -> np.ndarray:
+    v = np.asarray(values, dtype=float).ravel()
+    return v[np.isfinite(v)]
+
+
+def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL) -> str:
+    """Is the mean of the replicates ``values`` (seeds; NaN dropped) on the claim's side of
+    ``threshold`` (``≥`` if ``at_least``, else ``≤``; ``>`` / ``<`` if ``strict``)?
+
+    ``holds`` if the mean is on that side; ``fails`` if a one-sided t test over the replicates
+    (df = n − 1) puts the mean on the other side at ``level`` (the data exclude the threshold:
+    enough power to contradict); ``undecided`` if the mean misses but the test cannot exclude the
+    threshold (too few replicates for their spread), or with no finite value. Replicates that are
+    all equal decide exactly (zero spread)."""
+    from ...stats import one_sample_t
+
+    v = _finite(values)
+    if v.size == 0:
+        return UNDECIDED
+    m = float(v.mean())
+    on_side = (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
+    if on_side:
+        return HOLDS
+    if v.size < 2:
+        return UNDECIDED
+    t = one_sample_t(v, threshold)
+    return FAILS if (t.p_less if at_least else t.p_greater) < level else UNDECIDED
+
+
+def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -> str:
+    """The claim "``a`` exceeds ``b``" over paired replicates (the same seeds; pairs with a NaN
+    dropped): ``holds`` if the one-sided paired t test finds ``a > b`` at ``level``; ``fails`` if it
+    finds ``a < b``, or, given the paper's ``effect`` (a difference ``a − b`` the paper reports),
+    if the data exclude a difference that large (the one-sided test of mean(a − b) ≥ ``effect`` is
+    rejected at ``level``: the replicates had the power to see the paper's effect and did not);
+    ``undecided`` otherwise (fewer than two pairs, or too little power)."""
+    from ...stats import one_sample_t
+
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"paired replicates must have the same length, got {a.size} and {b.size}")
+    d = a - b
+    d = d[np.isfinite(d)]
+    if d.size < 2:
+        return UNDECIDED
+    t = one_sample_t(d)
+    if t.p_greater < level:
+        return HOLDS
+    if t.p_less < level:
+        return FAILS
+    if effect is not None and one_sample_t(d, effect).p_less < level:
+        return FAILS
+    return UNDECIDED
+
+
+def all_status(statuses) -> str:
+    """The status of a conjunction ("in every stand-in"): fails if a part fails, holds if every
+    part holds, undecided otherwise."""
+    statuses = list(statuses)
+    if not statuses:
+        raise ValueError("no status given")
+    if FAILS in statuses:
+        return FAILS
+    return HOLDS if all(s == HOLDS for s in statuses) else UNDECIDED
+
+
+def parts_verdict(statuses, key=()) -> str:
+    """The verdict of a criterion made of parts with these statuses: ``not-reproduced`` if a part
+    whose index is in ``key`` fails; otherwise :func:`sgdbook.stats.combine_verdicts`
+    (reproduced if every part holds, partially reproduced if some hold and some fail, not
+    reproduced if some fail and none holds, inconclusive if none fails and some are undecided)."""
+    from ...stats import combine_verdicts
+
+    statuses = list(statuses)
+    bad = [s for s in statuses if s not in (HOLDS, FAILS, UNDECIDED)]
+    if bad:
+        raise ValueError(f"unknown statuses {bad}")
+    if any(statuses[i] == FAILS for i in key):
+        return "not-reproduced"
+    table = {HOLDS: "reproduced", FAILS: "not-reproduced", UNDECIDED: "inconclusive"}
+    return combine_verdicts([table[s] for s in statuses])
+
+
+def parts_text(names, statuses) -> str:
+    """``"(a) holds; (b) fails; …"`` for the verdict boxes."""
+    return "; ".join(f"{n} {s}" for n, s in zip(names, statuses))
+
+
+def parts_reasons(names, statuses, details, *, regime: str = "", decide: str = "") -> dict[str, str]:
+    """``why`` and ``decide`` of a verdict combined from named parts: which parts fail (the
+    measurement, with their ``details``), which are undecided (this scale, with their details or
+    the ``regime`` note when the runs are outside the paper's regime); ``decide`` (what would decide
+    it) is returned only when some part is undecided. Empty strings when every part holds."""
+    failed = [f"{n} ({d})" for n, s, d in zip(names, statuses, details) if s == FAILS]
+    open_ = [f"{n} ({d})" for n, s, d in zip(names, statuses, details) if s == UNDECIDED]
+    why = []
+    if failed:
+        why.append("the measurement: " + "; ".join(failed) + (" fails" if len(failed) == 1 else " fail"))
+    if regime:
+        why.append("this scale: " + regime)
+    elif open_:
+        why.append("this scale: " + "; ".join(open_) + " cannot be decided")
+    return {"why": ". ".join(why), "decide": decide if (open_ or regime) else ""}
+
+
+def why_paragraph(records, labels=None) -> str:
+    """The "why: the paper, or this scale" paragraph of the red and grey verdicts among
+    ``records`` (ledger records, e.g. those ``Chapter.record`` returned): one line per
+    not-reproduced or inconclusive item with its reason and, when inconclusive, what would decide
+    it; ``labels`` maps an id to the name shown (default: the id). "" if there is none."""
+    labels = labels or {}
+    lines = []
+    for r in records:
+        if r.verdict not in ("not-reproduced", "inconclusive"):
+            continue
+        line = f"- **{labels.get(r.id, r.id)}** ({r.verdict}): {r.why}"
+        if r.verdict == "inconclusive" and r.decide:
+            line += f" *What would decide it:* {r.decide}"
+        lines.append(line)
+    return ("**Why (the paper, or this scale).**\n\n" + "\n".join(lines)) if lines else ""
+
+
+def paper_height(role: str, epoch: int) -> float | None:
+    """The paper's Table 2 height at ``epoch`` (1, 10, 25 or 100) for the network stand-in ``role``
+    stands for (:data:`TABLE2_ROW`), or None for another epoch."""
+    from .settings.lr_and_batch import TABLE2_PAPER
+
+    epochs = (1, 10, 25, 100)
+    return TABLE2_PAPER[TABLE2_ROW[role]][epochs.index(epoch)] if epoch in epochs else None
+
+
+def in_height_regime(height: float, role: str, epoch: int) -> bool | None:
+    """Is a walk with mean ``height`` above the floor at ``epoch`` in the paper's regime, i.e. at
+    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there? None where the
+    paper gives no height."""
+    ref = paper_height(role, epoch)
+    return None if ref is None else bool(height >= REGIME_HEIGHT_FRACTION * ref)
+
+
+def ema(values, beta: float = 0.9) -> np.ndarray:
+    """Bias-corrected exponential moving average along the last axis (NaN read as 0):
+    ``m_i = β m_{i−1} + (1 − β) x_i``, returned as ``m_i / (1 − β^{i+1})``; about ``1/(1 − β)``
+    points of memory. Works on one curve or a ``[replicates, points]`` array."""
+    x = np.nan_to_num(np.asarray(values, dtype=float))
+    out, m = np.empty_like(x), np.zeros(x.shape[:-1])
+    for i in range(x.shape[-1]):
+        m = beta * m + (1 - beta) * x[..., i]
+        out[..., i] = m / (1 - beta ** (i + 1))
+    return out
+
+
+def settled(cos, before: int, beta: float = 0.9) -> bool:
+    """Has a run left its initial descent (consecutive gradients still agreeing) by step
+    ``before``: has its smoothed cosine (:func:`ema`, from the second step on) gone below 0?"""
+    c = np.asarray(cos, dtype=float)[1:before]
+    return bool(c.size and (ema(c, beta) < 0).any())
+
+
+def t_half_width(values, level: float = 0.95):
+    """The Student-t ``level`` half-width of the mean over the replicates along axis 0 of
+    ``values`` (zeros for a single replicate), e.g. for error bars."""
+    from ...stats import t_interval
+
+    v = np.asarray(values, dtype=float)
+    if v.shape[0] < 2:
+        return np.zeros(v.shape[1:])
+    return t_interval(v, level=level).half_width
+
+
+def band(ax, x, curves, *, level: float = 0.95, alpha: float = 0.2, **kw):
+    """Plot the mean of ``curves`` (``[replicates, points]``) against ``x`` with its Student-t
+    ``level`` interval as a band (no band for a single replicate); returns the line."""
+    from ...stats import t_interval
+
+    y = np.asarray(curves, dtype=float)
+    if y.ndim == 1:
+        y = y[None]
+    line, = ax.plot(x, y.mean(0), **kw)
+    if y.shape[0] > 1:
+        ci = t_interval(y, level=level)
+        ax.fill_between(x, ci.low, ci.high, color=line.get_color(), alpha=alpha, lw=0)
+    return line
+
+
+def judge_gd_window(metrics, window: int):
+    """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
+    seeds. Regime: a run is in the paper's regime if its bouncing starts (first negative cosine)
+    within the paper's first ``window`` iterations (Figure 1: onset ≈ 15 of the first 40); only
+    such runs are judged, and with none every part is undecided. Parts over those runs: (a)
+    interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over the
+    window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
+    interior-minimum pairs; each by :func:`threshold_status`. Verdict: :func:`parts_verdict`
+    with (a) as the key part. Returns ``(verdict, statuses, evidence)``."""
+    ms = list(metrics)
+    ok = [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
+    col = lambda key, rows: [m[key] for m in rows]  # noqa: E731
+    if ok:
+        st = [threshold_status(col("interior_frac", ok), 0.8, at_least=True),
+              threshold_status(col("cos_last10", ok), -0.8, at_least=False),
+              threshold_status(col("rise_frac", ok), 0.1, at_least=False)]
+    else:
+        st = [UNDECIDED] * 3
+    onsets = [m["onset"] for m in ms if np.isfinite(m["onset"])]
+    mean = lambda key: float(np.mean(_finite(col(key, ms)))) if _finite(col(key, ms)).size else float("nan")  # noqa: E731
+    ev = {"interior_frac": mean("interior_frac"), "cos_last10": mean("cos_last10"), "rise_frac": mean("rise_frac"),
+          "onset_mean": float(np.mean(onsets)) if onsets else float("nan"),
+          "onset_range": [min(onsets), max(onsets)] if onsets else [],
+          "barriers": int(sum(col("barriers", ms))), "dist_window": mean("dist_window"), "seeds": len(ms),
+          "runs_in_regime": len(ok), "status_a": st[0], "status_b": st[1], "status_c": st[2],
+          "paper_onset": 15, "paper_dist_40": 1.4}
+    return parts_verdict(st, key=(0,)), st, ev
+
+
+def judge_sgd_window(metrics, gd_metrics):
+    """The criterion of Figures 2, 10, 11, 14, 18, 19 from the :func:`sgd_summary` metrics of a
+    window's seeds and the :func:`gd_summary` metrics of the GD runs from the same
+    initialisations. Parts: (a) interior minimum in ≥ 50 % of the segments; (b) the floor rises
+    between ≥ 20 % of consecutive interior-minimum pairs and more often than under GD (paired over
+    seeds); (c) no barrier in any seed; (d) the mean cosine above GD's after its onset (paired
+    one-sided t test, :func:`greater_status`). Verdict: :func:`parts_verdict` with (a) and (c)
+    as key parts. Returns ``(verdict, statuses, evidence)``."""
+    sm, g = list(metrics), list(gd_metrics)
+    inter = [m["interior_frac"] for m in sm]
+    rise = np.array([m["rise_frac"] for m in sm], dtype=float)
+    gd_rise = np.array([m["rise_frac"] for m in g], dtype=float)
+    cos_s, cos_g = [m["cos_mean"] for m in sm], [m["cos_mean"] for m in g]
+    bars = int(sum(m["barriers"] for m in sm))
+    st_b = all_status([threshold_status(rise, 0.2, at_least=True),
+                       threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True)])
+    st = [threshold_status(inter, 0.5, at_least=True), st_b, HOLDS if bars == 0 else FAILS, greater_status(cos_s, cos_g)]
+    from ...stats import paired_t
+
+    p = paired_t(cos_s, cos_g).p_greater if len(sm) > 1 else float("nan")
+    ev = {"interior_frac": float(np.mean(inter)), "rise_frac": float(np.nanmean(rise)),
+          "gd_rise_frac": float(np.nanmean(gd_rise)), "barriers": bars,
+          "raw_barriers": int(sum(m["raw_barriers"] for m in sm)), "cos_mean": float(np.mean(cos_s)),
+          "gd_cos_mean": float(np.mean(cos_g)), "cos_paired_p": p,
+          "mean_height": float(np.mean([m["mean_height"] for m in sm])), "seeds": len(sm),
+          "status_a": st[0], "status_b": st[1], "status_c": st[2], "status_d": st[3]}
+    return parts_verdict(st, key=(0, 2)), st, ev

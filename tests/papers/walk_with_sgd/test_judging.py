@@ -1,0 +1,194 @@
+"""The walk chapters' judging: parts that hold, fail (with power) or cannot decide, and the regime gates."""
+
+import numpy as np
+import pytest
+from scipy import stats as ss
+
+from sgdbook.papers.walk_with_sgd import walk as W
+
+
+def test_threshold_status_fails_only_when_the_replicates_exclude_the_threshold():
+    # the mean on the claim's side holds, whatever the spread
+    assert W.threshold_status([0.85, 0.95, 0.7], 0.8, at_least=True) == W.HOLDS
+    assert W.threshold_status([-0.9, -0.7], -0.8, at_least=False) == W.HOLDS
+    # a miss inside the spread of three seeds cannot decide ...
+    assert W.threshold_status([0.1, 0.9, 0.5], 0.8, at_least=True) == W.UNDECIDED
+    # ... a miss the t test resolves fails: t = (0.8 − 0.5)/(sd/√3) against t(2)
+    v = np.array([0.48, 0.5, 0.52])
+    t = (v.mean() - 0.8) / (v.std(ddof=1) / np.sqrt(3))
+    assert ss.t.cdf(t, 2) < 0.05
+    assert W.threshold_status(v, 0.8, at_least=True) == W.FAILS
+    # the same check by brute force at the boundary of significance
+    for d in (2.0, 5.0):
+        se = 0.1
+        vals = -0.8 + d * se + np.array([-1.0, 0.0, 1.0]) * se * np.sqrt(3)  # mean −0.8 + d·se, standard error se
+        p = ss.t.sf(d, 2)
+        assert W.threshold_status(vals, -0.8, at_least=False) == (W.FAILS if p < 0.05 else W.UNDECIDED)
+    # one replicate, or none, never fails
+    assert W.threshold_status([0.1], 0.8, at_least=True) == W.UNDECIDED
+    assert W.threshold_status([np.nan, np.nan], 0.8, at_least=True) == W.UNDECIDED
+    # zero spread decides exactly; strict inequalities
+    assert W.threshold_status([0.0, 0.0, 0.0], 0.2, at_least=True) == W.FAILS
+    assert W.threshold_status([0.0, 0.0], 0.0, at_least=True, strict=True) == W.UNDECIDED
+    assert W.threshold_status([0.1, np.nan, 0.3], 0.0, at_least=True, strict=True) == W.HOLDS
+
+
+def test_greater_status_and_the_papers_effect():
+    rng = np.random.default_rng(1)
+    base = rng.normal(2.0, 0.1, 4)
+    assert W.greater_status(base + 0.5, base) == W.HOLDS
+    assert W.greater_status(base - 0.5, base) == W.FAILS
+    noise = np.array([0.01, -0.01, 0.005, -0.004])
+    assert W.greater_status(base + noise, base) == W.UNDECIDED  # no difference, no effect size given
+    # with the paper's effect (0.2): these pairs exclude it, so the claim fails with power
+    assert W.greater_status(base + noise, base, effect=0.2) == W.FAILS
+    # a noisy difference that cannot exclude 0.2 stays undecided
+    wide = np.array([0.3, -0.3, 0.25, -0.2])
+    assert W.greater_status(base + wide, base, effect=0.2) == W.UNDECIDED
+    assert W.greater_status([1.0], [0.0]) == W.UNDECIDED
+    with pytest.raises(ValueError, match="same length"):
+        W.greater_status([1.0, 2.0], [1.0])
+
+
+def test_parts_verdict_and_conjunctions():
+    H, F, U = W.HOLDS, W.FAILS, W.UNDECIDED
+    assert W.parts_verdict([H, H, H]) == "reproduced"
+    assert W.parts_verdict([H, F, U]) == "partially-reproduced"
+    assert W.parts_verdict([H, U, U]) == "inconclusive"
+    assert W.parts_verdict([U, U]) == "inconclusive"
+    assert W.parts_verdict([F, U]) == "not-reproduced"
+    assert W.parts_verdict([F, H, H], key=(0,)) == "not-reproduced"
+    assert W.parts_verdict([H, F, H], key=(0,)) == "partially-reproduced"
+    assert W.all_status([H, H]) == H and W.all_status([H, U]) == U and W.all_status([U, F, H]) == F
+    with pytest.raises(ValueError):
+        W.parts_verdict(["maybe"])
+    assert W.parts_text(["(a)", "(b)"], [H, F]) == "(a) holds; (b) fails"
+
+
+def test_height_regime_uses_the_papers_table2_row():
+    assert W.paper_height("cnn", 25) == 0.0104 and W.paper_height("resnet", 100) == 0.0017
+    assert W.paper_height("mlp", 1) == 0.0625 and W.paper_height("cnn", 2) is None
+    assert W.in_height_regime(0.00104, "cnn", 25) and not W.in_height_regime(0.00103, "cnn", 25)
+    assert W.in_height_regime(1.0, "cnn", 3) is None
+
+
+def test_ema_against_its_recursion_and_settled():
+    x = np.array([1.0, -2.0, np.nan, 4.0])
+    beta = 0.8
+    m, ref = 0.0, []
+    for i, v in enumerate([1.0, -2.0, 0.0, 4.0]):
+        m = beta * m + (1 - beta) * v
+        ref.append(m / (1 - beta ** (i + 1)))
+    assert np.allclose(W.ema(x, beta), ref)
+    assert np.allclose(W.ema(np.stack([x, 2 * x]), beta), np.stack([ref, 2 * np.array(ref)]))
+    assert W.ema([3.0], 0.9)[0] == pytest.approx(3.0)  # bias-corrected: a constant is returned unchanged
+    c = np.r_[np.nan, np.full(20, 0.5), np.full(20, -0.5)]
+    assert not W.settled(c, 21) and W.settled(c, 41)
+    assert not W.settled(np.full(30, 0.2), 30)
+
+
+def test_band_draws_the_t_interval():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    y = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    line = W.band(ax, [0, 1], y, label="m")
+    assert np.allclose(line.get_ydata(), [2.0, 3.0])
+    (poly,) = ax.collections
+    hw = ss.t.ppf(0.975, 2) * 2.0 / np.sqrt(3)
+    verts = poly.get_paths()[0].vertices
+    assert np.isclose(verts[:, 1].max(), 3.0 + hw) and np.isclose(verts[:, 1].min(), 2.0 - hw)
+    W.band(ax, [0, 1], [1.0, 2.0])  # one replicate: a line, no band
+    assert len(ax.collections) == 1
+    plt.close(fig)
+
+
+def _gd(onset, inter, cos, rise):
+    return {"onset": onset, "interior_frac": inter, "cos_last10": cos, "rise_frac": rise, "barriers": 0, "dist_window": 1.0}
+
+
+def test_judge_gd_window_gates_on_the_onset():
+    inside = [_gd(15, 0.9, -0.9, 0.0), _gd(18, 0.95, -0.85, 0.05), _gd(12, 1.0, -0.95, 0.0)]
+    assert W.judge_gd_window(inside, 40)[0] == "reproduced"
+    late = [_gd(130, 0.2, 0.5, 0.5), _gd(140, 0.3, 0.4, 0.6), _gd(150, 0.25, 0.6, 0.4)]
+    verdict, st, ev = W.judge_gd_window(late, 40)  # the same numbers outside the regime decide nothing
+    assert verdict == "inconclusive" and st == [W.UNDECIDED] * 3 and ev["runs_in_regime"] == 0
+    resolved_miss = [_gd(15, 0.9, -0.5, 0.0), _gd(16, 0.9, -0.52, 0.0), _gd(14, 0.9, -0.48, 0.0)]
+    assert W.judge_gd_window(resolved_miss, 40)[:2] == ("partially-reproduced", [W.HOLDS, W.FAILS, W.HOLDS])
+    no_onset = [_gd(float("nan"), 0.0, 0.9, float("nan"))] * 2
+    assert W.judge_gd_window(no_onset, 40)[0] == "inconclusive"
+
+
+def _sgd(inter, rise, cos, bars=0):
+    return {"interior_frac": inter, "rise_frac": rise, "cos_mean": cos, "barriers": bars, "raw_barriers": bars,
+            "mean_height": 0.01}
+
+
+def test_judge_sgd_window_parts():
+    gd = [{"rise_frac": 0.0, "cos_mean": c} for c in (-0.8, -0.82, -0.78)]
+    good = [_sgd(0.9, 0.3, -0.2), _sgd(0.95, 0.35, -0.25), _sgd(0.85, 0.4, -0.15)]
+    assert W.judge_sgd_window(good, gd)[0] == "reproduced"
+    flat_floor = [_sgd(0.9, 0.0, -0.2), _sgd(0.95, 0.0, -0.25), _sgd(0.85, 0.0, -0.15)]
+    v, st, _ = W.judge_sgd_window(flat_floor, gd)
+    assert v == "partially-reproduced" and st[1] == W.FAILS
+    barrier = [_sgd(0.9, 0.3, -0.2, bars=1), _sgd(0.95, 0.35, -0.25), _sgd(0.85, 0.4, -0.15)]
+    assert W.judge_sgd_window(barrier, gd)[0] == "not-reproduced"
+    few_valleys = [_sgd(0.2, 0.3, -0.2), _sgd(0.8, 0.35, -0.25), _sgd(0.3, 0.4, -0.15)]  # mean 0.43, spread wide
+    v, st, _ = W.judge_sgd_window(few_valleys, gd)
+    assert st[0] == W.UNDECIDED and v == "inconclusive"
+
+
+def test_cos_roles_verdict_leaves_unsettled_runs_out():
+    B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
+    rng = np.random.default_rng(0)
+    falling = np.array([-0.1, -0.2, -0.3, -0.4]) + 0.01 * rng.standard_normal((3, 4))
+    dist = np.array([4.0, 3.5, 3.0, 2.5]) * (1 + 0.01 * rng.standard_normal((3, 4)))
+    moving_lr = np.array([0.3, 0.0, -0.2, -0.4]) + 0.01 * rng.standard_normal((3, 4))
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, moving_lr)
+    assert v == "partially-reproduced" and ev["status_3"] == W.FAILS
+    # the two small rates still in their initial descent: too few settled rates to judge (3)
+    settled_lr = np.array([[False, False, True, True]] * 3)
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, moving_lr, settled_lr=settled_lr)
+    assert v == "inconclusive" and ev["status_3"] == W.UNDECIDED and ev["lrs_settled"] == [0.1, 0.2]
+    # only the smallest rate unsettled: (3) is judged on the other three
+    settled_lr[:, 1] = True
+    flat_tail = np.array([0.3, -0.3, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, flat_tail, settled_lr=settled_lr)
+    assert v == "reproduced" and ev["lrs_settled"] == [0.05, 0.1, 0.2]
+    # an unsettled batch-size run leaves (1) and (2) undecided
+    settled_bs = np.ones((3, 4), bool)
+    settled_bs[0, 0] = False
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, flat_tail, settled_bs=settled_bs, settled_lr=settled_lr)
+    assert (ev["status_1"], ev["status_2"], v) == (W.UNDECIDED, W.UNDECIDED, "inconclusive")
+
+
+def test_parts_reasons_name_the_failing_and_the_open_parts():
+    H, F, U = W.HOLDS, W.FAILS, W.UNDECIDED
+    r = W.parts_reasons(["(a)", "(b)", "(c)"], [H, F, U], ["x", "cos -0.5", "rises 30%"], decide="more seeds")
+    assert r["why"] == "the measurement: (b) (cos -0.5) fails. this scale: (c) (rises 30%) cannot be decided"
+    assert r["decide"] == "more seeds"
+    assert W.parts_reasons(["(a)"], [H], ["x"], decide="more seeds") == {"why": "", "decide": ""}
+    r = W.parts_reasons(["(a)"], [U], ["x"], regime="onset 137", decide="GPU")
+    assert r == {"why": "this scale: onset 137", "decide": "GPU"}
+
+
+def test_why_paragraph_lists_only_red_and_grey_items():
+    from types import SimpleNamespace as R
+
+    recs = [R(id="fig1", verdict="inconclusive", why="onset 137", decide="the paper scale"),
+            R(id="fig9", verdict="partially-reproduced", why="(b) fails", decide=""),
+            R(id="fig2", verdict="not-reproduced", why="no valleys", decide="")]
+    text = W.why_paragraph(recs, {"fig1": "Figure 1"})
+    assert text.startswith("**Why (the paper, or this scale).**")
+    assert "- **Figure 1** (inconclusive): onset 137 *What would decide it:* the paper scale" in text
+    assert "- **fig2** (not-reproduced): no valleys" in text and "fig9" not in text
+    assert W.why_paragraph(recs[1:2]) == ""
+
+
+def test_t_half_width():
+    v = np.array([[1.0, 2.0], [3.0, 6.0]])
+    assert np.allclose(W.t_half_width(v), ss.t.ppf(0.975, 1) * v.std(0, ddof=1) / np.sqrt(2))
+    assert np.allclose(W.t_half_width(v[:1]), 0.0)

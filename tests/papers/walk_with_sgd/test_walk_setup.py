@@ -1,0 +1,103 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sgdbook import data as sgd_data
+from sgdbook.landscape import segment_stats, window_profile
+from sgdbook.models import count_parameters
+from sgdbook.papers.walk_with_sgd import walk as W
+from sgdbook.trajectory import record_trajectory
+
+F64 = torch.float64
+
+
+def test_digits_split_is_standardised_and_noise_only_touches_training_labels():
+    clean = W.digits_split(1000)
+    assert clean.x.shape == (1000, 1, 8, 8) and clean.xv.shape == (797, 1, 8, 8)
+    assert abs(float(clean.x.mean())) < 1e-6 and abs(float(clean.x.std()) - 1) < 1e-6
+    noisy = W.digits_split(1000, label_noise_fraction=0.3)
+    assert int(noisy.flipped.sum()) == 300 and int((noisy.y != clean.y).sum()) == 300
+    assert torch.equal(noisy.yv, clean.yv) and torch.equal(noisy.x, clean.x)
+    with pytest.raises(ValueError, match="n_train"):
+        W.digits_split(1797)
+
+
+def test_standins_and_paper_models_have_their_parameter_counts():
+    counts = {"cnn": 7386, "cnn-nobn": 7274, "resnet": 5094, "mlp": 26634}
+    for name, n in counts.items():
+        m = W.standin(name, torch.Generator().manual_seed(0))
+        assert count_parameters(m) == n and m(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    for name, n in W.PAPER_PARAMETER_COUNTS.items():
+        assert count_parameters(W.paper_model(name)) == n
+    with pytest.raises(ValueError, match="stand-in"):
+        W.standin("vgg", torch.Generator())
+    with pytest.raises(ValueError, match="paper model"):
+        W.paper_model("resnet18")
+
+
+def test_missing_fashion_mnist_says_how_to_provide_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SGDBOOK_DATA", str(tmp_path))
+    monkeypatch.setenv("SGDBOOK_DOWNLOAD", "0")
+    monkeypatch.setattr(sgd_data, "FASHION_MNIST_SYSTEM", tmp_path / "nowhere")
+    with pytest.raises(sgd_data.DataError, match="dataset-fashion-mnist"):
+        W.fashion_split(100)
+
+
+def test_onset_and_window_metrics_against_loops():
+    assert W.onset([np.nan, 0.9, 0.2, -0.1, 0.3]) == 3 and W.onset([np.nan, 1.0, 0.5]) is None
+    g = torch.Generator().manual_seed(0)
+    losses = torch.rand(12, 5, generator=g, dtype=F64)
+    st = segment_stats(losses)
+    cos = np.linspace(-1, 1, 12)
+    from sgdbook.landscape import WindowProfile
+
+    prof = WindowProfile(alphas=torch.linspace(0, 1, 5, dtype=F64), losses=losses, noise=0.0, tol=0.0, **st)
+    m = W.window_metrics(prof, cos, 2, 9)
+    L = losses.numpy()
+    inter = [(0 < L[s].argmin() < 4) and L[s, 1:-1].min() < min(L[s, 0], L[s, -1]) for s in range(12)]
+    floor = L.min(1)
+    pairs = [s for s in range(2, 8) if inter[s] and inter[s + 1]]
+    rises = [s for s in pairs if floor[s + 1] > floor[s]]
+    assert m["interior_frac"] == pytest.approx(np.mean(inter[2:9]))
+    assert m["rise_frac"] == (pytest.approx(len(rises) / len(pairs)) if pairs else m["rise_frac"])
+    assert m["barriers"] == sum(L[s, 1:-1].max() > max(L[s, 0], L[s, -1]) for s in range(2, 9))
+    assert m["cos_mean"] == pytest.approx(cos[2:9].mean())
+    assert m["mean_height"] == pytest.approx(np.mean([(L[s, 0] + L[s, -1] - 2 * floor[s]) / 2 for s in range(2, 9)]))
+
+
+def test_gd_profile_reuses_the_logged_losses_and_checkpointed_runs_continue_exactly():
+    d = W.digits_split(120)
+    run = W.run_walk("mlp", d, lr=0.5, steps=8, seed=0)
+    prof = W.profile(run, 2, 8, rtol=0.0)
+    fresh = window_profile(run.model, F.cross_entropy, d.x, d.y, run.traj.window(0, 8).thetas[2:9], bn_mode="train",
+                           rtol=0.0)
+    torch.testing.assert_close(prof.losses, fresh.losses, rtol=1e-6, atol=1e-7)
+    model = W.standin("mlp", torch.Generator().manual_seed(W.init_seed("mlp", 0)))
+    chk = W.run_checkpointed(model, d, lr=0.5, steps=8, every=4, generator=torch.Generator())
+    whole = record_trajectory(model, F.cross_entropy, d.x, d.y, steps=8, lr=0.5, generator=torch.Generator())
+    torch.testing.assert_close(chk.last.theta, whole.theta)
+    torch.testing.assert_close(torch.as_tensor(chk.dist), whole.dist)
+    loss, _ = W.evaluate_theta(model, whole.theta, whole.buffers, d.x, d.y, bn_mode="train")
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        torch.nn.utils.vector_to_parameters(whole.theta, ref.parameters())
+    ref.train()
+    with torch.no_grad():
+        assert loss == pytest.approx(float(F.cross_entropy(ref(d.x), d.y)), rel=1e-5)
+    with pytest.raises(ValueError, match="multiple"):
+        W.run_checkpointed(model, d, lr=0.5, steps=9, every=4, generator=torch.Generator())
+
+
+def test_cos_roles_verdict_follows_its_criterion():
+    B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
+    rng = np.random.default_rng(0)
+    falling = np.array([-0.1, -0.2, -0.3, -0.4]) + 0.01 * rng.standard_normal((3, 4))
+    dist = np.array([4.0, 3.5, 3.0, 2.5]) * (1 + 0.01 * rng.standard_normal((3, 4)))
+    flat_lr = -0.25 + 0.01 * rng.standard_normal((3, 4))
+    assert W.cos_roles_verdict(B, falling, dist, lrs, flat_lr)[0] == "reproduced"
+    moving_lr = np.array([0.2, 0.0, -0.2, -0.4]) + 0.01 * rng.standard_normal((3, 4))
+    assert W.cos_roles_verdict(B, falling, dist, lrs, moving_lr)[0] == "partially-reproduced"
+    assert W.cos_roles_verdict(B, -falling, dist, lrs, flat_lr)[0] == "not-reproduced"
