@@ -157,3 +157,12 @@ def test_only_runs_whose_executed_copy_the_book_shows(build):
     assert [r["id"] for r in report.collect("smoke", executed).trusted] == ["table1"]
     assert report.expected_records("smoke", executed) == [{"paper": PAPER, "id": "table1", "verdict": "reproduced"}]
     assert "elsewhere" not in report.scorecard_markdown("smoke", executed)
+
+
+def test_status_page_sums_the_wall_times_and_marks_notebooks_over_the_budget(build):
+    _status(build, NB, scale="book", seconds=400.0)
+    _status(build, "02_norms_and_angles", scale="book", seconds=100.0)
+    st = report.status_markdown("book")
+    assert "one after another: **8.3 min**" in st and "within it, 1 notebook over 5.0 min" in st
+    assert st.count('(over 5.0 min)</span>') == 1
+    assert "budget" not in report.status_markdown("smoke")

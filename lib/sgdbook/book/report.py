@@ -410,6 +410,16 @@ def _item_row(paper: str, item_id: str, item: Mapping[str, Any], rec, flagged_ru
 # ----------------------------------------------------------------------------- status
 
 
+# The time budget of each scale on the CI machine (2 CPU cores): seconds a notebook, seconds the whole book.
+TIME_BUDGET = {"book": (300.0, 3600.0)}
+
+
+def _over_budget(scale: str, st: Mapping[str, Any]) -> str:
+    if scale in TIME_BUDGET and float(st.get("seconds", 0)) > TIME_BUDGET[scale][0]:
+        return f' <span class="sgdbook-failed">(over {fmt_seconds(TIME_BUDGET[scale][0])})</span>'
+    return ""
+
+
 def status_markdown(scale: str, executed: Path | None = None) -> str:
     coll = collect(scale, executed)
     finished = [r for r in coll.runs if r.status is not None]
@@ -418,6 +428,17 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
         f"Scale: **{scale}**. {len(finished)} notebooks executed with papermill; {len(ok)} ran cleanly.",
         "",
     ]
+    total = sum(float(r.status.get("seconds", 0)) for r in finished)
+    line = f"Wall time of all {len(finished)} notebooks, one after another: **{fmt_seconds(total)}**."
+    if scale in TIME_BUDGET:
+        per_nb, whole = TIME_BUDGET[scale]
+        over = [r for r in finished if float(r.status.get("seconds", 0)) > per_nb]
+        line += (
+            f" The budget at this scale on 2 CPU cores: {fmt_seconds(per_nb)} a notebook, {fmt_seconds(whole)} the whole "
+            f"book; {'within it' if total <= whole else 'over it'}"
+            + (f", {len(over)} notebook{'s' if len(over) != 1 else ''} over {fmt_seconds(per_nb)} (marked below)." if over else ".")
+        )
+    out += [line, ""]
     rows = []
     for run in coll.runs:
         st = run.status
@@ -442,7 +463,7 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
         rows.append(
             f'<tr id="{anchor("status", run.paper, run.notebook)}" data-sgdbook-status="{_e(run.key)}">'
             f"<td>{name}<br><code>{_e(run.paper)}/{_e(run.notebook)}</code></td>"
-            f"<td>{_e(st.get('device', '?'))}</td><td>{fmt_seconds(st.get('seconds', 0))}</td>"
+            f"<td>{_e(st.get('device', '?'))}</td><td>{fmt_seconds(st.get('seconds', 0))}{_over_budget(scale, st)}</td>"
             f"<td>{result}<br><small>{_e(st.get('finished', ''))}</small></td><td>{ledger}</td></tr>"
         )
     out.append(
