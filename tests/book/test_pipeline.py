@@ -43,3 +43,12 @@ def test_a_notebook_with_an_unknown_scale_fails_at_once(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError, match="valid scales are smoke, book, paper"):
         papermill.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), parameters={"scale": "bogus"},
                                    cwd=str(nb.parent), progress_bar=False, kernel_name="python3")
+
+
+@pytest.mark.parametrize(
+    "makeflags, cores, threads",
+    [("", 2, None), (" -j2 --jobserver-auth=3,4", 2, 1), (" -j4 --jobserver-auth=3,4", 16, 4), ("s -j1", 2, None),
+     (" -j", 8, 1), ("k -j3", 2, 1), ("--no-print-directory", 2, None)],
+)
+def test_kernels_share_the_cores_under_make_j(makeflags, cores, threads):
+    assert pipeline.kernel_threads(makeflags, cores) == threads

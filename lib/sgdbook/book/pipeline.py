@@ -4,7 +4,8 @@
 folder, never into the sources, and write a status record (scale, device, wall time,
 whether it ran cleanly; "running" while it runs). The notebook's earlier ledger file is removed
 first, so that its records always come from its last run; progress bars are turned off. Every
-file a run writes is its own (``<paper>__<notebook>``), so ``make -j`` runs notebooks at once.
+file a run writes is its own (``<paper>__<notebook>``), so ``make -j`` runs notebooks at once;
+under ``make -j N`` each notebook's kernel gets ``cores // N`` threads (see :func:`kernel_threads`).
 ``stage``: assemble the book (configuration, pages, the reader's notebooks, the generated
 scorecard, status, errata and summaries) in ``_build/stage/<scale>`` for jupyter-book to build.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -33,6 +35,25 @@ def notebook_key(source: Path) -> tuple[str, str]:
     return source.parent.name, source.stem
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def kernel_threads(makeflags: str, cores: int) -> int | None:
+    """Threads for each kernel when ``make`` runs ``-j N`` jobs at once on ``cores`` cores: ``max(1,
+    cores // N)`` (one for an unlimited ``-j``), None when make runs one job at a time.
+
+    Several kernels with torch's default of one thread per core oversubscribe the cores, and
+    OpenMP's spinning threads then slow every notebook severalfold (a book-scale chapter took
+    89 s alone and 846 s beside another on 2 cores)."""
+    m = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", " " + makeflags + " ")
+    if m is None:
+        return None
+    jobs = int(m.group(1) or 0)
+    if jobs == 1:
+        return None
+    return 1 if jobs == 0 else max(1, cores // jobs)
+
+
 def execute(source: Path, out: Path, scale: str, device: str) -> int:
     check_scale(scale)
     dev = resolve_device(device)  # fails at once with a clear message for DEVICE=cuda without CUDA
@@ -44,6 +65,10 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     os.environ["SGDBOOK_NOTEBOOK"] = _repo_relative(source)
     # Progress bars belong to interactive runs, not to the book's pages.
     os.environ[PROGRESS_ENV] = "off"
+    threads = kernel_threads(os.environ.get("MAKEFLAGS", ""), os.cpu_count() or 1)
+    if threads is not None and not any(v in os.environ for v in THREAD_VARS):  # the user's setting wins
+        for v in THREAD_VARS:
+            os.environ[v] = str(threads)
     status_path = build_dir() / "status" / scale / f"{paper}__{stem}.json"
     ledger_path = build_dir() / "ledger" / scale / f"{paper}__{stem}.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)
