@@ -69,6 +69,11 @@ FORCE:
 $(EXEC)/%.ipynb: %.ipynb $(CORE) $$(call chapter_deps,$$*) $(EXEC)/.device | check-args
 	$(PY) -m sgdbook.book.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE)
 
+# The performance appendix times the estimators against their peers: under make -j it runs first
+# and alone, so that no other notebook shares the cores and memory bandwidth while it measures.
+TIMED := $(filter $(EXEC)/book/appendix/performance.ipynb,$(EXECUTED))
+$(filter-out $(TIMED),$(EXECUTED)): | $(TIMED)
+
 execute: $(EXECUTED)
 
 html: $(EXECUTED) | check-args
