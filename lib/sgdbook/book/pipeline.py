@@ -43,8 +43,7 @@ def kernel_threads(makeflags: str, cores: int) -> int | None:
     cores // N)`` (one for an unlimited ``-j``), None when make runs one job at a time.
 
     Several kernels with torch's default of one thread per core oversubscribe the cores, and
-    OpenMP's spinning threads then slow every notebook severalfold (a book-scale chapter took
-    89 s alone and 846 s beside another on 2 cores)."""
+    OpenMP's spinning threads then slow every notebook severalfold."""
     m = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", " " + makeflags + " ")
     if m is None:
         return None
