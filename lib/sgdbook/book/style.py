@@ -8,6 +8,7 @@ follow the paper's ("(a)", "(b)", ...) through :func:`panel_label`.
 from __future__ import annotations
 
 import matplotlib as mpl
+import numpy as np
 
 #: The book's rcParams: legible at the page width of the rendered book (about 800 px).
 RC: dict[str, object] = {
@@ -43,3 +44,25 @@ def apply() -> None:
 def panel_label(ax, label: str) -> None:
     """Write the paper's panel label (e.g. ``"(a)"``) in the top-left corner of ``ax``."""
     ax.text(-0.12, 1.04, label, transform=ax.transAxes, fontweight="bold", va="bottom", ha="left")
+
+
+def band(ax, x, curves, *, log: bool = False, level: float = 0.95, alpha: float = 0.2, **kw):
+    """Plot the mean of ``curves`` (``[replicates, points]``) against ``x`` with its Student-t
+    ``level`` interval as a band (no band for a single replicate); returns the line.
+
+    ``log=True`` takes the mean and interval of ``log(curves)`` and draws them back on the original
+    scale (the geometric mean, for positive quantities on a log axis). ``kw`` goes to ``ax.plot``
+    (``color``, ``label``, ``marker``, ``ls``, ...); the band takes the line's colour.
+    """
+    from ..stats import t_interval
+
+    y = np.asarray(curves, dtype=float)
+    if y.ndim == 1:
+        y = y[None]
+    z = np.log(y) if log else y
+    back = np.exp if log else (lambda v: v)
+    (line,) = ax.plot(x, back(z.mean(0)), **kw)
+    if y.shape[0] > 1:
+        ci = t_interval(z, level=level)
+        ax.fill_between(x, back(ci.low), back(ci.high), color=line.get_color(), alpha=alpha, lw=0)
+    return line

@@ -87,25 +87,6 @@ def test_ema_against_its_recursion_and_settled():
     assert not W.settled(np.full(30, 0.2), 30)
 
 
-def test_band_draws_the_t_interval():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots()
-    y = np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
-    line = W.band(ax, [0, 1], y, label="m")
-    assert np.allclose(line.get_ydata(), [2.0, 3.0])
-    (poly,) = ax.collections
-    hw = ss.t.ppf(0.975, 2) * 2.0 / np.sqrt(3)
-    verts = poly.get_paths()[0].vertices
-    assert np.isclose(verts[:, 1].max(), 3.0 + hw) and np.isclose(verts[:, 1].min(), 2.0 - hw)
-    W.band(ax, [0, 1], [1.0, 2.0])  # one replicate: a line, no band
-    assert len(ax.collections) == 1
-    plt.close(fig)
-
-
 def _gd(onset, inter, cos, rise):
     return {"onset": onset, "interior_frac": inter, "cos_last10": cos, "rise_frac": rise, "barriers": 0, "dist_window": 1.0}
 

@@ -752,21 +752,6 @@ def t_half_width(values, level: float = 0.95):
     return t_interval(v, level=level).half_width
 
 
-def band(ax, x, curves, *, level: float = 0.95, alpha: float = 0.2, **kw):
-    """Plot the mean of ``curves`` (``[replicates, points]``) against ``x`` with its Student-t
-    ``level`` interval as a band (no band for a single replicate); returns the line."""
-    from ...stats import t_interval
-
-    y = np.asarray(curves, dtype=float)
-    if y.ndim == 1:
-        y = y[None]
-    line, = ax.plot(x, y.mean(0), **kw)
-    if y.shape[0] > 1:
-        ci = t_interval(y, level=level)
-        ax.fill_between(x, ci.low, ci.high, color=line.get_color(), alpha=alpha, lw=0)
-    return line
-
-
 def judge_gd_window(metrics, window: int):
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
     seeds. Regime: a run is in the paper's regime if its bouncing starts (first negative cosine)
