@@ -141,3 +141,10 @@ def test_stage_partial_book(tmp_path, monkeypatch):
     pipeline.stage("smoke", executed, partial=True)
     page = json.loads((dest / "book/vmf-directional/02_norms_and_angles.ipynb").read_text())
     assert page["cells"][0]["source"] == "# N" and len(page["cells"]) == 3
+    # the built page of a chapter that no longer exists goes; the others stay
+    html = dest / "_build/html/book/vmf-directional"
+    html.mkdir(parents=True)
+    for name in ("04_training_dynamics.html", "02_norms_and_angles.html", "index.html"):
+        (html / name).write_text("<html></html>")
+    pipeline.stage("smoke", executed, partial=True)
+    assert sorted(p.name for p in html.iterdir()) == ["02_norms_and_angles.html", "index.html"]

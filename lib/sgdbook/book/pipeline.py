@@ -191,6 +191,12 @@ def stage(scale: str, executed: Path, partial: bool = False) -> Path:
         for old in top.rglob("*"):
             if old.is_file() and old not in wanted and "_generated" not in old.relative_to(dest).parts:
                 old.unlink()
+    # and their built pages: jupyter-book leaves a removed or renamed chapter's HTML in place
+    built = dest / "_build" / "html" / "book"
+    for html in built.rglob("*.html") if built.is_dir() else []:
+        src = dest / html.relative_to(built.parent).with_suffix("")
+        if not any(src.with_suffix(ext).is_file() for ext in (".ipynb", ".md")):
+            html.unlink()
     gen = dest / "book" / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
     # the generated pages trust only the runs whose executed copies this book shows
