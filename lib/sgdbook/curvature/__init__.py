@@ -5,6 +5,7 @@ Everything works on a loss written as a function of one flat parameter vector ``
 
 - :mod:`.hvp`: :class:`HVP` (``v ↦ ∇²f(θ) v`` through the autograd graph, one vector or a block),
   :class:`LinearNetHVP` (the R-operator written out for Linear/ReLU nets with cross-entropy),
+  :class:`ConvNetHVP` (in :mod:`.convnet`: the same for plain conv/max-pool nets),
   :class:`MatrixHVP` (the same interface over an explicit symmetric matrix) and
   :func:`full_hessian` (the dense Hessian of a small net).
 - :mod:`.eigen`: :func:`lanczos` (top/bottom-k eigenpairs, thick-restart Lanczos with full
@@ -28,6 +29,7 @@ Randomness comes only from the ``torch.Generator`` passed in; nothing touches th
 
 from ._common import Operator
 from .eigen import LanczosResult, PowerResult, lanczos, power_iteration
+from .convnet import ConvNetHVP
 from .dense import DENSE_MAX_P, stacked_hessians
 from .hvp import HVP, LinearNetHVP, MatrixHVP, full_hessian
 from .layers import LayerBlock, layer_blocks, layer_index, layer_loadings
@@ -36,6 +38,7 @@ from .stochastic import DiagEstimate, SpectralDensity, TraceEstimate, hutchinson
 from .subspace import DavisKahan, davis_kahan, principal_angles
 
 __all__ = [
+    "ConvNetHVP",
     "DENSE_MAX_P",
     "HVP",
     "DavisKahan",

@@ -10,11 +10,15 @@ stochastic estimators of :mod:`sgdbook.curvature` take any such operator.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..functional import flat_loss, linear_leaves
+
+if TYPE_CHECKING:
+    from .convnet import ConvNetHVP
 
 def _default_chunk(p: int, itemsize: int, device: torch.device) -> int:
     """Rows per batched product (see :class:`HVP`): on the CPU as many ``p``-vectors as fit in
@@ -87,19 +91,26 @@ class HVP:
         bn_mode: str | None = None,
         chunk: int | None = None,
         fast_path: bool = True,
-    ) -> HVP | LinearNetHVP:
+    ) -> HVP | LinearNetHVP | ConvNetHVP:
         """The operator at the model's current parameters (see :func:`flat_loss`).
 
         For an ``nn.Sequential`` of Linear, ReLU, Identity and Flatten layers with the mean
         cross-entropy of integer labels, the products come from :class:`LinearNetHVP` (the
-        R-operator written out; the same products, tested); ``fast_path=False`` forces the
-        autograd graph. ``bn_mode`` (``"train"`` or ``"eval"``) is required for a network with
-        batch norm. A network with convolutions gets ``batch_mode="forward"`` for its blocks of
-        products (measured faster or equal there, see the performance appendix). The model is left
-        untouched (modes, ``.grad``, buffers, parameters).
+        R-operator written out; the same products, tested), and where the ``nn.Sequential`` also
+        has 2-d convolutions and max-pooling (no batch norm) from
+        :class:`~sgdbook.curvature.convnet.ConvNetHVP`; ``fast_path=False`` forces the autograd
+        graph. ``bn_mode`` (``"train"`` or ``"eval"``) is required for a network with batch norm.
+        Any other network with convolutions (batch norm, residual connections) gets
+        ``batch_mode="forward"`` for its blocks of products (measured faster or equal there, see
+        the performance appendix). The model is left untouched (modes, ``.grad``, buffers,
+        parameters).
         """
         if fast_path and LinearNetHVP.applies(model, loss_fn, x, y):
             return LinearNetHVP(model, x, y, chunk=chunk)
+        from .convnet import ConvNetHVP  # it builds on this module
+
+        if fast_path and ConvNetHVP.applies(model, loss_fn, x, y):
+            return ConvNetHVP(model, x, y, chunk=chunk)
         f, theta0 = flat_loss(model, loss_fn, x, y, bn_mode=bn_mode)
         conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         return cls(f, theta0, chunk=chunk, batch_mode="forward" if conv else "reverse")
@@ -133,7 +144,91 @@ class HVP:
         return torch.cat([self._backward(c, True) for c in V.split(self.chunk)])
 
 
-class LinearNetHVP:
+class _WrittenOut:
+    """``__call__`` and ``batch`` of the written-out operators, over their ``_products(V)``."""
+
+    chunk: int
+    n_products: int
+
+    def _flat_layout(self, model: nn.Module) -> dict[int, int]:
+        """Set ``p``, ``theta``, ``dtype``, ``device``, ``n_products``; return each parameter's
+        offset in the flat layout (``named_parameters`` order), keyed by ``id``."""
+        offsets, at = {}, 0
+        for q in model.parameters():
+            offsets[id(q)] = at
+            at += q.numel()
+        self.p = at
+        self.theta = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        self.n_products = 0
+        return offsets
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.n_products += 1
+        return self._products(v.reshape(1, -1))[0]
+
+    def batch(self, V: torch.Tensor) -> torch.Tensor:
+        """``V @ H`` for a block of row vectors ``V`` (shape ``[b, p]``): ``b`` products."""
+        self.n_products += V.shape[0]
+        return torch.cat([self._products(c) for c in V.split(self.chunk)])
+
+
+def _softmax_head(logits: torch.Tensor, y: torch.Tensor):
+    """Mean cross-entropy of ``logits`` ``[n, K]``: ``(loss, π, δ = ∂L/∂logits)``."""
+    if logits.ndim != 2:
+        raise ValueError(f"the network's output must be [n, classes], got shape {tuple(logits.shape)}")
+    n = logits.shape[0]
+    logp = torch.log_softmax(logits, dim=1)
+    pi = logp.exp()
+    d = pi.clone()
+    d[torch.arange(n, device=d.device), y] -= 1
+    return nn.functional.nll_loss(logp, y), pi, d / n
+
+
+def _r_delta_head(pi: torch.Tensor, Rz: torch.Tensor, n: int) -> torch.Tensor:
+    """``R(δ_L) = (π ⊙ R(z_L) − π (πᵀR(z_L)))/n`` at the logits of the mean cross-entropy."""
+    return pi * (Rz - (pi * Rz).sum(-1, keepdim=True)) / n
+
+
+def _linear_backward(st: list, d: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """The gradient pass through a linear step: keep ``δ`` (its output signal) in the step, write
+    ``∂L/∂W = δᵀ a`` and ``∂L/∂b = Σ δ`` into ``grads``, return the input's signal ``δ W``."""
+    _, W, b, a, ow, ob, _ = st
+    st[6] = d
+    grads[ow : ow + W.numel()] = (d.mT @ a).reshape(-1)
+    if b is not None:
+        grads[ob : ob + b.numel()] = d.sum(0)
+    return d @ W
+
+
+def _linear_r_forward(st: list, V: torch.Tensor, Ra: torch.Tensor | None) -> torch.Tensor:
+    """``R(z) = R(a) Wᵀ + a V_Wᵀ + V_b`` of a linear step ``["linear", W, b, a, ow, ob, δ]``, ``[c, n, out]``."""
+    _, W, b, a, ow, ob, _ = st
+    c = V.shape[0]
+    Rz = torch.matmul(a, V[:, ow : ow + W.numel()].view(c, *W.shape).mT)  # [c, n, out]: a V_Wᵀ
+    if Ra is not None:
+        Rz = Rz + Ra @ W.mT
+    if b is not None:
+        Rz = Rz + V[:, ob : ob + b.numel()][:, None, :]
+    return Rz
+
+
+def _linear_r_backward(st: list, V: torch.Tensor, Rd: torch.Tensor, Ra_in: torch.Tensor | None,
+                       out: torch.Tensor, propagate: bool) -> torch.Tensor | None:
+    """Write ``(Hv)_W = R(δ)ᵀ a + δᵀ R(a)`` and ``(Hv)_b = Σ R(δ)`` of a linear step into ``out``;
+    return ``R(δ_in) = R(δ) W + δ V_W`` where ``propagate``."""
+    _, W, b, a, ow, ob, d = st
+    c = V.shape[0]
+    hw = out[:, ow : ow + W.numel()].view(c, *W.shape)
+    hw.copy_(Rd.mT @ a)  # R(δ_l)ᵀ a_{l−1}
+    if Ra_in is not None:
+        hw += d.mT @ Ra_in  # δ_lᵀ R(a_{l−1})
+    if b is not None:
+        out[:, ob : ob + b.numel()] = Rd.sum(1)
+    return Rd @ W + d @ V[:, ow : ow + W.numel()].view(c, *W.shape) if propagate else None
+
+
+class LinearNetHVP(_WrittenOut):
     """Hessian-vector products of the mean cross-entropy of a Linear/ReLU network, written out.
 
     Pearlmutter's R-operator for ``nn.Sequential`` nets of Linear, ReLU, Identity and
@@ -196,15 +291,8 @@ class LinearNetHVP:
         leaves = self._leaves(model)
         if leaves is None:
             raise ValueError("LinearNetHVP needs an nn.Sequential of Linear, ReLU, Identity and Flatten layers")
-        offsets, at = {}, 0
-        for q in model.parameters():
-            offsets[id(q)] = at
-            at += q.numel()
-        self.p = at
-        self.theta = torch.cat([q.detach().reshape(-1) for q in model.parameters()])
-        self.dtype, self.device = self.theta.dtype, self.theta.device
+        offsets = self._flat_layout(model)
         self.chunk = int(chunk or _default_chunk(self.p, self.theta.element_size(), self.device))
-        self.n_products = 0
         n = x.shape[0]
         # forward: each step is ["linear", W, b, a_in, weight offset, bias offset, δ at its output]
         # (δ filled in by the backward pass below), ["mask", ReLU mask] or ["flat", shape before]
@@ -225,23 +313,11 @@ class LinearNetHVP:
                 elif type(mod) is nn.Flatten:
                     steps.append(["flat", h.shape])
                     h = h.flatten(1)
-            if h.ndim != 2:
-                raise ValueError(f"the network's output must be [n, classes], got shape {tuple(h.shape)}")
-            logp = torch.log_softmax(h, dim=1)
-            self.loss = nn.functional.nll_loss(logp, y)
-            self._pi = logp.exp()
-            d = self._pi.clone()
-            d[torch.arange(n, device=d.device), y] -= 1
-            d /= n
+            self.loss, self._pi, d = _softmax_head(h, y)
             grads = torch.empty(self.p, dtype=self.dtype, device=self.device)
             for st in reversed(steps):
                 if st[0] == "linear":
-                    _, W, b, a, ow, ob, _ = st
-                    st[6] = d  # δ at this layer's output
-                    grads[ow : ow + W.numel()] = (d.mT @ a).reshape(-1)
-                    if b is not None:
-                        grads[ob : ob + b.numel()] = d.sum(0)
-                    d = d @ W
+                    d = _linear_backward(st, d, grads)
                 elif st[0] == "mask":
                     d = d * st[1]
                 else:
@@ -258,49 +334,22 @@ class LinearNetHVP:
         r_in = []  # R(a_in) of each linear step
         for st in self._steps:
             if st[0] == "linear":
-                _, W, b, a, ow, ob, _ = st
-                Vw = V[:, ow : ow + W.numel()].view(c, *W.shape)
-                Rz = torch.matmul(a, Vw.mT)  # [c, n, out]: a_in V_lᵀ
-                if Ra is not None:
-                    Rz = Rz + Ra @ W.mT
-                if b is not None:
-                    Rz = Rz + V[:, ob : ob + b.numel()][:, None, :]
                 r_in.append(Ra)
-                Ra = Rz
+                Ra = _linear_r_forward(st, V, Ra)
             elif st[0] == "mask":
                 Ra = Ra * st[1] if Ra is not None else None
             elif Ra is not None:
                 Ra = Ra.flatten(2)
-        pi = self._pi
-        Rd = pi * (Ra - (pi * Ra).sum(-1, keepdim=True)) / self._n  # R(δ_L)
+        Rd = _r_delta_head(self._pi, Ra, self._n)
         for i in range(len(self._steps) - 1, self._first - 1, -1):
             st = self._steps[i]
             if st[0] == "linear":
-                _, W, b, a, ow, ob, d = st
-                Ra_in = r_in.pop()
-                hw = out[:, ow : ow + W.numel()].view(c, *W.shape)
-                hw.copy_(Rd.mT @ a)  # R(δ_l)ᵀ a_{l−1}
-                if Ra_in is not None:
-                    hw += d.mT @ Ra_in  # δ_lᵀ R(a_{l−1})
-                if b is not None:
-                    out[:, ob : ob + b.numel()] = Rd.sum(1)
-                if i > self._first:
-                    Vw = V[:, ow : ow + W.numel()].view(c, *W.shape)
-                    Rd = Rd @ W + d @ Vw
+                Rd = _linear_r_backward(st, V, Rd, r_in.pop(), out, i > self._first)
             elif st[0] == "mask":
                 Rd = Rd * st[1]
             else:
                 Rd = Rd.reshape(c, *st[1])
         return out
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        self.n_products += 1
-        return self._products(v.reshape(1, -1))[0]
-
-    def batch(self, V: torch.Tensor) -> torch.Tensor:
-        """``V @ H`` for a block of row vectors ``V`` (shape ``[b, p]``): ``b`` products."""
-        self.n_products += V.shape[0]
-        return torch.cat([self._products(c) for c in V.split(self.chunk)])
 
 
 class MatrixHVP:
