@@ -623,6 +623,36 @@ def test_layer_path_equals_loop(name):
     assert not any(m.training for m in model.modules())
 
 
+@pytest.mark.parametrize("form", ["grouped", "unfold"])
+def test_both_forms_of_the_convolution_weight_gradients_equal_the_loop(form, monkeypatch):
+    # the layer path times both forms at the first call of a shape and keeps the faster: force
+    # each one for every shape of these nets and compare with the loop
+    g = torch.Generator().manual_seed(0)
+    forced = {}
+    monkeypatch.setattr(gradients, "_CONV_FORM", type("Forced", (dict,), {"get": lambda self, key, default=None: form})(forced))
+    for name in ("cnn", "resnet", "strided conv with bias"):
+        model = _nets(g)[name]
+        x = torch.randn(5, 1, 8, 8, generator=g, dtype=F64)
+        y = torch.randint(0, 5, (5,), generator=g)
+        model(x)
+        model.eval()
+        G = gradients.per_example_grads(model, F.cross_entropy, x, y, bn_mode="eval", method="layer")
+        assert torch.allclose(G, _loop(model, x, y), atol=1e-12), name
+
+
+def test_the_faster_convolution_form_is_chosen_once_per_shape(monkeypatch):
+    monkeypatch.setattr(gradients, "_CONV_FORM", {})
+    g = torch.Generator().manual_seed(0)
+    model = _nets(g)["cnn"].eval()
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=F64)
+    y = torch.randint(0, 5, (6,), generator=g)
+    gradients.per_example_grads(model, F.cross_entropy, x, y, bn_mode="eval", method="layer")
+    chosen = dict(gradients._CONV_FORM)
+    assert len(chosen) == 3 and set(chosen.values()) <= {"grouped", "unfold"}  # one entry per convolution
+    gradients.per_example_grads(model, F.cross_entropy, x, y, bn_mode="eval", method="layer")
+    assert gradients._CONV_FORM == chosen
+
+
 class _Mixing(nn.Module):
     """Examples interact: the batch mean is subtracted."""
 
@@ -643,6 +673,25 @@ class _Twice(nn.Module):
 
     def forward(self, x):
         return self.l(torch.relu(self.l(x)))
+
+
+def test_the_independence_check_runs_once_per_model_loss_and_shape(monkeypatch):
+    calls = []
+    check = gradients._row_matches
+    monkeypatch.setattr(gradients, "_row_matches", lambda *a: calls.append(1) or check(*a))
+    g = torch.Generator().manual_seed(0)
+    model = _nets(g)["cnn"].eval()
+    y = torch.randint(0, 5, (6,), generator=g)
+    for _ in range(2):
+        gradients.per_example_grads(model, F.cross_entropy, torch.randn(6, 1, 8, 8, generator=g, dtype=F64), y)
+    assert len(calls) == 1
+    G = gradients.per_example_grads(model, F.nll_loss, torch.randn(6, 1, 8, 8, generator=g, dtype=F64), y)  # another loss
+    assert len(calls) == 2 and G.shape[0] == 6
+    mixing = _Mixing().double()  # fails its check at every call, never cached as independent
+    x = torch.randn(5, 1, 2, 2, generator=g, dtype=F64)
+    for _ in range(2):
+        auto = gradients.per_example_grads(mixing, F.cross_entropy, x, y[:5] % 3)
+        assert torch.allclose(auto, gradients.per_example_grads(mixing, F.cross_entropy, x, y[:5] % 3, method="vmap"), atol=1e-12)
 
 
 def test_layer_path_falls_back_when_it_does_not_apply():
