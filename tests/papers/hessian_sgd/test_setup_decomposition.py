@@ -125,3 +125,12 @@ def test_table3_parameter_counts():
             assert count_parameters(rd.real_net(name, depth)) == p
     with pytest.raises(ValueError, match="unknown data set"):
         rd.real_net("svhn", 3)
+
+
+def test_budget_is_table2_capped_by_the_scale():
+    for name, t in gs.TABLE2.items():
+        assert gs.budget(name) == t["max_iter"]
+        assert gs.budget(name, 7) == min(7, t["max_iter"])
+        assert gs.budget(name, 10**9) == t["max_iter"]
+    with pytest.raises(ValueError):
+        gs.budget("gauss-3")

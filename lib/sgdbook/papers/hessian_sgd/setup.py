@@ -133,6 +133,13 @@ def train(
     return Trained(setting, m, literal, ds, base, res, steps, t["lr"])
 
 
+def budget(setting: str, max_steps: int | None = None) -> int:
+    """Table 2's iteration budget (``max_iter``) of ``setting``, capped at ``max_steps`` where given
+    (a scale's cap on the training length)."""
+    T = TABLE2[_check(setting)]["max_iter"]
+    return T if max_steps is None else min(T, int(max_steps))
+
+
 def log_checkpoints(steps: int, count: int) -> list[int]:
     """About ``count`` distinct steps from 0 to ``steps``: 0, then log-spaced from 1 to ``steps``."""
     import numpy as np
