@@ -52,3 +52,13 @@ def test_a_notebook_with_an_unknown_scale_fails_at_once(tmp_path):
 )
 def test_kernels_share_the_cores_under_make_j(makeflags, cores, threads):
     assert pipeline.kernel_threads(makeflags, cores) == threads
+
+
+def test_papermill_warning_about_the_pipelines_own_parameter_is_dropped():
+    import logging
+
+    def record(msg):
+        return logging.LogRecord("papermill", logging.WARNING, __file__, 1, msg, None, None)
+
+    assert not pipeline._quiet_own_parameter(record("Passed unknown parameter: sgdbook_notebook"))
+    assert pipeline._quiet_own_parameter(record("Passed unknown parameter: scael"))  # a user's typo still shows

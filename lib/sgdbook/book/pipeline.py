@@ -53,10 +53,20 @@ def kernel_threads(makeflags: str, cores: int) -> int | None:
     return 1 if jobs == 0 else max(1, cores // jobs)
 
 
+def _quiet_own_parameter(record) -> bool:
+    """Drop papermill's warning about ``sgdbook_notebook``: the notebooks' parameter cells do not
+    declare it on purpose (it is the pipeline's note to the chapter object, not a setting)."""
+    return "unknown parameter: sgdbook_notebook" not in record.getMessage()
+
+
 def execute(source: Path, out: Path, scale: str, device: str) -> int:
     check_scale(scale)
     dev = resolve_device(device)  # fails at once with a clear message for DEVICE=cuda without CUDA
     import papermill
+    from papermill.log import logger as papermill_logger
+
+    if _quiet_own_parameter not in papermill_logger.filters:
+        papermill_logger.addFilter(_quiet_own_parameter)
 
     paper, stem = notebook_key(source)
     # The chapter object reads the notebook's own path from here (the kernel inherits it), so a
