@@ -5,8 +5,10 @@ gradient covariance along a run of the CNN without batch norm.
 Data and networks come from :mod:`sgdbook.papers.walk_with_sgd.walk` (``role_data``,
 ``make_model``), as in the other chapters.
 
-- :func:`top_eigen`: the top-``k`` eigenpairs of the training-loss Hessian (Lanczos on
-  :class:`sgdbook.curvature.HVP`).
+- :func:`top_eigen`: the top-``k`` eigenpairs of the training-loss Hessian (Lanczos on the
+  operator of :meth:`sgdbook.curvature.HVP.from_model`: the written-out
+  :class:`~sgdbook.curvature.ConvNetHVP` for the CNN without batch norm, the autograd graph
+  otherwise).
 - :func:`sharpness_run`: SGD at a fixed rate, measuring at chosen epochs λ_max in both batch-norm
   modes and the validation accuracy.
 - :func:`covariance_run`: SGD on a network without batch norm, measuring at chosen epochs the top
