@@ -92,10 +92,15 @@ def lanczos(
     symmetric ``H`` some eigenvalue then lies within ``‖Hy − θy‖`` of ``θ`` (a relative error of
     at most ``tol``); the error is typically about ``‖Hy − θy‖² / gap``.
 
-    Method: thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization. On the CPU each
-    new direction gets a classical Gram–Schmidt pass against the whole basis and a second pass
-    where the first took its norm down by more than κ = 4 (Kahan and Parlett's "twice is enough"
-    criterion); on a GPU, where ``β`` is not read inside the loop, always two passes. A basis of
+    Method: thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization: each new
+    direction gets two classical Gram–Schmidt passes against the whole basis (on the CPU both
+    against the whole basis; on a GPU, where ``β`` is not read inside the loop, the first against
+    the recurrence's two directions inside a tridiagonal run). A single pass, with a second one only
+    where the first took the norm down by more than κ = 4 (Kahan and Parlett's criterion), lost the
+    basis's orthogonality on low-rank operators with slowly decaying spectra (a gradient
+    second-moment operator; ``GᵀG/n`` with 512 random rows, in float32 and float64): ghost copies
+    of the top eigenvalues, reported as converged (tested). The returned eigenvectors are
+    checked: ``converged`` is False when they are not orthonormal to within ``√ε``. A basis of
     ``max_basis`` vectors without ``k`` converged pairs is compressed to the
     ``k + (max_basis − k) // 2`` best Ritz vectors plus the residual direction and grown again.
     Checks come ``check_every`` products after the first ``k``, then where the worst residual,
@@ -147,7 +152,6 @@ def lanczos(
         return views[i]
 
     floor = eps ** (2 / 3)  # a coupling below floor·‖H‖ is a breakdown
-    kappa = 4.0  # a second Gram–Schmidt pass where ‖w‖ fell by more (see the docstring)
     tiny = torch.finfo(dtype).tiny
     # The projection VᵀHV is an arrow (restart block: diag(θ_kept) bordered by s in row/column
     # `kept`) followed by a tridiagonal (α on the diagonal, β beside it). On a GPU the hot loop
@@ -180,18 +184,13 @@ def lanczos(
             products += 1
             pre, pre_t, pair, pair_t = views.get(j) or views_at(j)
             if on_cpu:  # reading a CPU tensor costs no synchronisation
-                # one classical Gram–Schmidt pass against the whole basis, repeated only where it
-                # removed most of w (‖w‖ fell by more than κ: Kahan and Parlett's criterion)
+                # classical Gram–Schmidt against the whole basis, twice (see the docstring)
                 h = pre @ w
                 w = torch.addmv(w, pre_t, h, alpha=-1, out=work)
+                h2 = pre @ w
+                w.addmv_(pre_t, h2, alpha=-1)
                 bf = float(torch.linalg.vector_norm(w))
-                hl = h.tolist()
-                af = hl[-1]  # α_j: the coefficient of v_j
-                if kappa * bf < math.hypot(bf, *hl):
-                    h = pre @ w
-                    w.addmv_(pre_t, h, alpha=-1)
-                    bf = float(torch.linalg.vector_norm(w))
-                    af += h.tolist()[-1]
+                af = float(h[-1] + h2[-1])  # α_j: the coefficient of v_j in both passes
                 T[j, j] = af
                 T[j, j + 1] = T[j + 1, j] = bf
                 a_new.append(af)
@@ -313,6 +312,9 @@ def lanczos(
     vecs = (torch.as_tensor(Y[:, want], dtype=dtype, device=device).mT @ V[:j]).mT
     if exhausted:
         converged = True
+    # the residual estimates hold only for an orthonormal basis: check what is returned
+    gram = vecs.mT @ vecs
+    converged = converged and float((gram - torch.eye(gram.shape[0], dtype=dtype, device=device)).abs().max()) <= math.sqrt(eps)
     if exact_residuals:
         R = _apply_block(hvp, vecs.mT.contiguous()) - vals[:, None] * vecs.mT
         products += vecs.shape[1]
