@@ -173,3 +173,16 @@ def test_t_half_width():
     v = np.array([[1.0, 2.0], [3.0, 6.0]])
     assert np.allclose(W.t_half_width(v), ss.t.ppf(0.975, 1) * v.std(0, ddof=1) / np.sqrt(2))
     assert np.allclose(W.t_half_width(v[:1]), 0.0)
+
+
+def test_plateau_status_needs_positive_evidence_of_a_flat_loss():
+    prev = np.array([1.0, 1.0, 1.0])
+    assert W.plateau_status(prev * 0.999, prev * np.array([1.0, 1.001, 0.9995])) == W.HOLDS  # ~0.1 % per interval
+    assert W.plateau_status(prev * 0.80, prev * np.array([1.0, 1.01, 0.99])) == W.FAILS  # still 20 % per interval
+    # 13 %, 2 %, 8 %: not flat enough to show a plateau, too spread to show a fall above 5 %
+    assert W.plateau_status(prev * np.array([0.87, 0.98, 0.92]), prev) == W.UNDECIDED
+    assert W.plateau_status([0.5], [0.5]) == W.UNDECIDED  # one replicate decides nothing
+    assert W.stuck_status(W.HOLDS, W.HOLDS) == W.HOLDS
+    assert W.stuck_status(W.HOLDS, W.FAILS) == W.UNDECIDED  # higher, but still descending
+    assert W.stuck_status(W.FAILS, W.HOLDS) == W.FAILS
+    assert W.stuck_status(W.UNDECIDED, W.HOLDS) == W.UNDECIDED

@@ -25,6 +25,7 @@ and the Figure 1 plot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -636,6 +637,37 @@ def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -
     if effect is not None and one_sample_t(d, effect).p_less < level:
         return FAILS
     return UNDECIDED
+
+
+#: A run "has stopped descending" when its training loss falls by less than this fraction over
+#: its last evaluation interval (chapter 05: the isotropic-noise runs that "get stuck").
+PLATEAU_FALL = 0.05
+
+
+def plateau_status(last, previous, *, fall: float = PLATEAU_FALL, level: float = LEVEL) -> str:
+    """The claim "the loss has stopped descending", from each replicate's training loss at its last
+    two evaluations (``previous`` → ``last``): ``holds`` if a one-sided t test over replicates puts
+    the mean fall of the log loss, ``log(previous/last)``, below ``−log(1 − fall)`` at ``level``
+    (positive evidence of a plateau: less than a ``fall`` fraction per interval); ``fails`` if it
+    puts it above (still descending faster than that); ``undecided`` otherwise (also with fewer
+    than two replicates)."""
+    from ...stats import one_sample_t
+
+    drop = np.log(np.asarray(previous, dtype=float).ravel() / np.asarray(last, dtype=float).ravel())
+    drop = drop[np.isfinite(drop)]
+    if drop.size < 2:
+        return UNDECIDED
+    t = one_sample_t(drop, -math.log1p(-fall))
+    return HOLDS if t.p_less < level else FAILS if t.p_greater < level else UNDECIDED
+
+
+def stuck_status(higher: str, plateau: str) -> str:
+    """"Gets stuck (at a higher loss)": fails if the loss is not higher (``higher`` fails); holds
+    if it is higher and has stopped descending (``plateau`` holds); undecided otherwise: a run
+    still descending at the end of the budget says nothing yet about where it stops."""
+    if higher == FAILS:
+        return FAILS
+    return HOLDS if higher == HOLDS and plateau == HOLDS else UNDECIDED
 
 
 def all_status(statuses) -> str:
