@@ -694,6 +694,28 @@ def test_the_independence_check_runs_once_per_model_loss_and_shape(monkeypatch):
         assert torch.allclose(auto, gradients.per_example_grads(mixing, F.cross_entropy, x, y[:5] % 3, method="vmap"), atol=1e-12)
 
 
+class _Center(nn.Module):
+    def forward(self, h):
+        return h - h.mean(0)
+
+
+def test_the_independence_check_is_not_cached_from_one_example_or_across_a_replaced_layer():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 1, 4, 4, generator=g, dtype=F64)
+    y = torch.randint(0, 3, (6,), generator=g)
+    mixing = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), _Center(), nn.Linear(8, 3)).double()
+    # one example (or chunks of one) cannot show the centring: that call must not certify the model
+    gradients.per_example_grads(mixing, F.cross_entropy, x[:1], y[:1])
+    gradients.per_example_grads(mixing, F.cross_entropy, x, y, chunk=1)
+    vm = gradients.per_example_grads(mixing, F.cross_entropy, x, y, method="vmap")
+    assert torch.allclose(gradients.per_example_grads(mixing, F.cross_entropy, x, y), vm, atol=1e-12)
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Identity(), nn.Linear(8, 3)).double()
+    gradients.per_example_grads(plain, F.cross_entropy, x, y)  # checked and certified
+    plain[2] = _Center()  # the same model object with a layer that mixes the examples
+    vm = gradients.per_example_grads(plain, F.cross_entropy, x, y, method="vmap")
+    assert torch.allclose(gradients.per_example_grads(plain, F.cross_entropy, x, y), vm, atol=1e-12)
+
+
 def test_layer_path_falls_back_when_it_does_not_apply():
     g = torch.Generator().manual_seed(1)
     for model, x in ((_Mixing().double(), torch.randn(5, 1, 2, 2, generator=g, dtype=F64)),

@@ -271,7 +271,7 @@ def _layer_per_example(plan, s: FunctionalView, loss_fn, x, y, out: torch.Tensor
                 b_view.copy_(delta.sum(dims) if dims else delta)
 
 
-#: For each model, the (loss, input shape, dtype) combinations whose layer path passed
+#: For each model, the (loss, input shape, dtype, modules) combinations whose layer path passed
 #: :func:`_row_matches`: whether examples interact is a property of the forward code, not of the
 #: parameter values, so it is checked once per combination (modes are checked at every call by
 #: :func:`layer_plan`).
@@ -367,9 +367,11 @@ def per_example_grads(
             for a in range(0, n, step):
                 _layer_per_example(plan, s, loss_fn, x[a : a + step], y[a : a + step], out[a : a + step])
             checked = _INDEPENDENT.setdefault(model, set())
-            key = (loss_fn, tuple(x.shape[1:]), x.dtype)
+            # the modules themselves are in the key (a layer replaced in place is checked again)
+            key = (loss_fn, tuple(x.shape[1:]), x.dtype, tuple(id(m) for m in model.modules()))
             if key in checked or _row_matches(s, loss_fn, x, y, out[0]):
-                checked.add(key)
+                if min(step, n) >= 2:  # a chunk of one example cannot show examples interacting
+                    checked.add(key)
                 return out
         except _UsedTwice:
             pass

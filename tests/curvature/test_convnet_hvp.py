@@ -114,3 +114,46 @@ def test_other_losses_and_layers_used_twice_take_the_autograd_path():
     assert not cv.ConvNetHVP.applies(twice, F.cross_entropy, x, y % 3)
     with pytest.raises(ValueError, match="ConvNetHVP needs"):
         cv.ConvNetHVP(twice, x, y % 3)
+
+
+def _shared_weight_net():
+    net = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 3))
+    net[2].weight = net[0].weight  # one parameter, two layers: its gradient sums both uses
+    return net
+
+
+def _unused_parameter_net():
+    net = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    net.register_parameter("spare", nn.Parameter(torch.randn(4)))  # never touched by the forward pass
+    return net
+
+
+@pytest.mark.parametrize("make", [_shared_weight_net, _unused_parameter_net])
+def test_shared_or_unused_parameters_take_the_autograd_path(make):
+    torch.manual_seed(0)
+    model = make().double()
+    x, y = torch.randn(5, 2, 4, 4, dtype=F64), torch.randint(0, 3, (5,))
+    assert not cv.ConvNetHVP.applies(model, F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match="own every parameter"):
+        cv.ConvNetHVP(model, x, y)
+    op = cv.HVP.from_model(model, F.cross_entropy, x, y)
+    f, theta = flat_loss(model, F.cross_entropy, x, y)
+    v = torch.randn(theta.numel(), dtype=F64)
+    torch.testing.assert_close(op(v), cv.full_hessian(f, theta) @ v)
+
+
+def test_the_operator_keeps_its_point_when_the_model_moves_on():
+    model, x, y = _case(*CASES["small_cnn"])
+    f, theta = flat_loss(model, F.cross_entropy, x, y)
+    H = cv.full_hessian(f, theta)
+    op = cv.ConvNetHVP(model, x, y)
+    with torch.no_grad():  # an optimiser step after the operator was built
+        for q in model.parameters():
+            q.add_(0.1)
+    v = torch.randn(op.p, generator=torch.Generator().manual_seed(3), dtype=F64)
+    torch.testing.assert_close(op(v), H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_a_pool_that_returns_indices_is_refused():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, return_indices=True), nn.Flatten(), nn.Linear(2, 3)).double()
+    assert not cv.ConvNetHVP.applies(model, F.cross_entropy, torch.randn(3, 1, 4, 4, dtype=F64), torch.tensor([0, 1, 2]))

@@ -181,3 +181,17 @@ def test_bad_arguments(mlp_case):
     _, f, theta, _ = mlp_case
     with pytest.raises(ValueError, match="flat"):
         cv.HVP(f, theta[None])
+
+
+def test_linear_net_hvp_refuses_shared_and_unused_parameters():
+    x, y = torch.randn(5, 6, dtype=F64), torch.randint(0, 4, (5,))
+    shared = nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 4)).double()
+    shared[2].weight = shared[0].weight
+    spare = nn.Sequential(nn.Linear(6, 4)).double()
+    spare.register_parameter("unused", nn.Parameter(torch.randn(3, dtype=F64)))
+    for model in (shared, spare):
+        assert not cv.LinearNetHVP.applies(model, nn.functional.cross_entropy, x, y)
+        op = cv.HVP.from_model(model, nn.functional.cross_entropy, x, y)
+        f, theta = flat_loss(model, nn.functional.cross_entropy, x, y)
+        v = torch.randn(theta.numel(), dtype=F64)
+        torch.testing.assert_close(op(v), cv.full_hessian(f, theta) @ v)

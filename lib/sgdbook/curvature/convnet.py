@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
-from .hvp import _default_chunk, _linear_backward, _linear_r_backward, _linear_r_forward, _r_delta_head, _softmax_head, _WrittenOut
+from .hvp import _default_chunk, _linear_backward, _owns_every_parameter_once, _linear_r_backward, _linear_r_forward, _r_delta_head, _softmax_head, _WrittenOut
 
 #: Bytes of one block's largest activation direction ``[c, n, C, H, W]`` that
 #: :class:`ConvNetHVP` aims for when it picks its block size ``c`` (see its docstring).
@@ -73,6 +73,8 @@ class ConvNetHVP(_WrittenOut):
                 return False
             if type(mod) is nn.Flatten and (mod.start_dim, mod.end_dim) != (1, -1):
                 return False
+            if type(mod) is nn.MaxPool2d and mod.return_indices:
+                return False
             leaves.append(mod)
             return True
 
@@ -95,16 +97,18 @@ class ConvNetHVP(_WrittenOut):
     def applies(cls, model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> bool:
         if loss_fn is not nn.functional.cross_entropy or y.ndim != 1 or y.is_floating_point():
             return False
-        if x.ndim != 4 or x.shape[0] != y.shape[0] or cls._leaves(model) is None:
+        leaves = cls._leaves(model)
+        if x.ndim != 4 or x.shape[0] != y.shape[0] or leaves is None or not _owns_every_parameter_once(model, leaves):
             return False
         return all(q.requires_grad and q.dtype == x.dtype and q.device == x.device for q in model.parameters())
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None):
         leaves = self._leaves(model)
-        if leaves is None or x.ndim != 4:
+        if leaves is None or x.ndim != 4 or not _owns_every_parameter_once(model, leaves):
             raise ValueError(
                 "ConvNetHVP needs an nn.Sequential of Conv2d (zero padding, one group), MaxPool2d, ReLU, "
-                "Identity, Flatten(1, -1) and Linear layers, and inputs [n, C, H, W]")
+                "Identity, Flatten(1, -1) and Linear layers that own every parameter of the model, each once, "
+                "and inputs [n, C, H, W]")
         offsets = self._flat_layout(model)
         n = x.shape[0]
         # each step: ("conv", module, W, b, a_in, weight offset, bias offset, δ at the output),
@@ -116,8 +120,8 @@ class ConvNetHVP(_WrittenOut):
         with torch.no_grad():
             for mod in leaves:
                 if type(mod) in (nn.Conv2d, nn.Linear):
-                    W = mod.weight.detach()
-                    b = None if mod.bias is None else mod.bias.detach()
+                    W = mod.weight.detach().clone()  # the point θ, not the live parameter
+                    b = None if mod.bias is None else mod.bias.detach().clone()
                     ob = None if b is None else offsets[id(mod.bias)]
                     if type(mod) is nn.Conv2d:
                         steps.append(["conv", mod, W, b, h, offsets[id(mod.weight)], ob, None])

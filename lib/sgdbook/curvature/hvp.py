@@ -173,6 +173,15 @@ class _WrittenOut:
         return torch.cat([self._products(c) for c in V.split(self.chunk)])
 
 
+def _owns_every_parameter_once(model: nn.Module, leaves) -> bool:
+    """Whether the weights and biases of the Linear/Conv2d ``leaves`` are exactly the model's
+    parameters, each owned by one layer: a parameter shared by two layers (its gradient sums both
+    uses) or one the forward pass never touches would be written wrongly (or not at all) by the
+    written-out operators."""
+    owned = [id(q) for m in leaves if type(m) in (nn.Linear, nn.Conv2d) for q in (m.weight, m.bias) if q is not None]
+    return len(owned) == len(set(owned)) and set(owned) == {id(q) for q in model.parameters()}
+
+
 def _softmax_head(logits: torch.Tensor, y: torch.Tensor):
     """Mean cross-entropy of ``logits`` ``[n, K]``: ``(loss, π, δ = ∂L/∂logits)``."""
     if logits.ndim != 2:
@@ -271,7 +280,7 @@ class LinearNetHVP(_WrittenOut):
         if loss_fn is not nn.functional.cross_entropy or y.ndim != 1 or y.is_floating_point():
             return False
         leaves = cls._leaves(model)
-        if leaves is None:
+        if leaves is None or not _owns_every_parameter_once(model, leaves):
             return False
         if any(not q.requires_grad or q.dtype != x.dtype or q.device != x.device for q in model.parameters()):
             return False
@@ -289,8 +298,9 @@ class LinearNetHVP(_WrittenOut):
 
     def __init__(self, model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None):
         leaves = self._leaves(model)
-        if leaves is None:
-            raise ValueError("LinearNetHVP needs an nn.Sequential of Linear, ReLU, Identity and Flatten layers")
+        if leaves is None or not _owns_every_parameter_once(model, leaves):
+            raise ValueError("LinearNetHVP needs an nn.Sequential of Linear, ReLU, Identity and Flatten layers that own "
+                             "every parameter of the model, each once")
         offsets = self._flat_layout(model)
         self.chunk = int(chunk or _default_chunk(self.p, self.theta.element_size(), self.device))
         n = x.shape[0]
@@ -301,8 +311,8 @@ class LinearNetHVP(_WrittenOut):
         with torch.no_grad():
             for mod in leaves:
                 if type(mod) is nn.Linear:
-                    W = mod.weight.detach()
-                    b = None if mod.bias is None else mod.bias.detach()
+                    W = mod.weight.detach().clone()  # the point θ, not the live parameter (an optimiser may move it)
+                    b = None if mod.bias is None else mod.bias.detach().clone()
                     ob = None if b is None else offsets[id(mod.bias)]
                     steps.append(["linear", W, b, h, offsets[id(mod.weight)], ob, None])
                     h = nn.functional.linear(h, W, b)
