@@ -93,10 +93,11 @@ def lanczos(
     at most ``tol``); the error is typically about ``‖Hy − θy‖² / gap``.
 
     Method: thick-restart Lanczos (Wu & Simon 2000) with full reorthogonalization: each new
-    direction gets two classical Gram–Schmidt passes against the whole basis (on the CPU both
-    against the whole basis; on a GPU, where ``β`` is not read inside the loop, the first against
-    the recurrence's two directions inside a tridiagonal run). A single pass, with a second one only
-    where the first took the norm down by more than κ = 4 (Kahan and Parlett's criterion), lost the
+    direction gets two classical Gram–Schmidt passes, the first against the recurrence's two
+    directions inside a tridiagonal run (against the whole basis at the first step of a sequence:
+    the start, a restart's arrowhead), the second against the whole basis. A single pass against the
+    whole basis, with a second one only where the first took the norm down by more than κ = 4
+    (Kahan and Parlett's criterion), lost the
     basis's orthogonality on low-rank operators with slowly decaying spectra (a gradient
     second-moment operator; ``GᵀG/n`` with 512 random rows, in float32 and float64): ghost copies
     of the top eigenvalues, reported as converged (tested). The returned eigenvectors are
@@ -184,9 +185,13 @@ def lanczos(
             products += 1
             pre, pre_t, pair, pair_t = views.get(j) or views_at(j)
             if on_cpu:  # reading a CPU tensor costs no synchronisation
-                # classical Gram–Schmidt against the whole basis, twice (see the docstring)
-                h = pre @ w
-                w = torch.addmv(w, pre_t, h, alpha=-1, out=work)
+                # two classical Gram–Schmidt passes, as on a GPU (see there and the docstring)
+                if j > kept:
+                    h = pair @ w
+                    w = torch.addmv(w, pair_t, h, alpha=-1, out=work)
+                else:
+                    h = pre @ w
+                    w = torch.addmv(w, pre_t, h, alpha=-1, out=work)
                 h2 = pre @ w
                 w.addmv_(pre_t, h2, alpha=-1)
                 bf = float(torch.linalg.vector_norm(w))
