@@ -283,8 +283,9 @@ def sharpness_reasons(statuses: dict[str, str], j: SharpnessJudgement, *, run_st
         if late and run_steps < PAPER_FIXED_RATE_STEPS:
             why.append("this scale: " + " and ".join(SHARPNESS_PART_NAMES[k] for k in late)
                        + f" are not judged: the paper sees them at the end of {PAPER_FIXED_RATE_STEPS:,} steps at its fixed "
-                       f"rate (100 CIFAR-10 epochs of 450; its code adds weight decay and augmentation), these runs take "
-                       f"{run_steps:,} steps")
+                       f"rate (100 CIFAR-10 epochs of 450; its code also had weight decay and augmentation, which no scale "
+                       f"here has), these runs take {run_steps:,} steps; measured at the end of these short runs: "
+                       + "; ".join(f"{SHARPNESS_PART_NAMES[k]}: {details[k]}" for k in late))
             decide.append("the paper scale: 100 epochs of 450 steps at the fixed rate (VGG-11 and ResNet-56 on CIFAR-10, "
                           "a GPU)")
         else:

@@ -19,7 +19,7 @@ SETTINGS = ScaleTable(
             lr_cnn=0.1, lr_resnet=0.3, lr_mlp=0.5, lr_mlp_clean=0.1, label_noise_mlp=0.3,
             gd_steps=120, gd_steps_nobn=220, window=40, lead=15, sgd_windows=[[0, 40], [40, 80]],
             seeds=3, n_alpha=11, eval_float64=["mlp"], rtol32=1e-4, check_steps=5,
-            fm_n_train=1000, fm_side=14, fm_gd_steps=80, fm_window=40, fm_seeds=1,
+            fm_n_train=1000, fm_side=14, fm_gd_steps=80, fm_window=40, fm_seeds=3,
             fig24_batch_sizes=[25, 50, 100, 200], fig24_lrs=[0.025, 0.05, 0.1, 0.2], fig24_steps=120, fig24_seeds=3,
         ),
         "paper": dict(
