@@ -23,7 +23,7 @@ SETTINGS = ScaleTable(
             paper_models=False, data="digits", n_train=1000, eval_n=0, batch_size=100,
             lr_cnn=0.1, lr_resnet=0.3, lr_mlp=0.1, batch_sizes=[25, 50, 100, 200], lr_factors=[0.25, 0.5, 1.0, 2.0],
             steps=300, seeds=3, smooth=0.9, fn_batch=25, fn_ks=[1, 2, 4], fn_epochs=10, fn_small=0.1,
-            t2_epochs=[1, 10, 25, 100], t2_train_epochs=100, t2_factor=0.5, t2_seeds=2, n_alpha=11, eval_float64=["mlp"],
+            t2_epochs=[1, 10, 25, 100], t2_train_epochs=100, t2_factor=0.5, t2_seeds=5, n_alpha=11, eval_float64=["mlp"],
             rtol32=1e-4,
         ),
         "paper": dict(
