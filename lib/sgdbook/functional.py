@@ -244,8 +244,10 @@ ELEMENTWISE = (
 )  # nn.Flatten reshapes each example on its own; PReLU's weight is excluded below
 
 
-def linear_leaves(model: nn.Module) -> list[nn.Module] | None:
-    """The leaves of a (nested) ``nn.Sequential`` of Linear and elementwise layers, or None."""
+def sequential_leaves(model: nn.Module, accept) -> list[nn.Module] | None:
+    """The leaves of a (nested) ``nn.Sequential`` in forward order when ``accept(leaf)`` holds for
+    every one, else None; also None for a module with hooks and for a layer that owns parameters
+    and is used twice (shared weights: its gradient sums two uses)."""
     leaves: list[nn.Module] = []
 
     def walk(mod: nn.Module) -> bool:
@@ -253,18 +255,22 @@ def linear_leaves(model: nn.Module) -> list[nn.Module] | None:
             return False
         if type(mod) is nn.Sequential:
             return all(walk(c) for c in mod)
-        if type(mod) is nn.Linear or (type(mod) in ELEMENTWISE and type(mod) is not nn.PReLU):
+        if accept(mod):
             leaves.append(mod)
             return True
         return False
 
-    if not walk(model) or not any(type(m) is nn.Linear for m in leaves):
+    if not walk(model):
         return None
-    linears = [id(m) for m in leaves if type(m) is nn.Linear]
-    if len(set(linears)) != len(linears):
-        return None  # a layer used twice (shared weights): its gradient sums two uses
-    return leaves
+    owners = [id(m) for m in leaves if any(True for _ in m.parameters(recurse=False))]
+    return leaves if len(set(owners)) == len(owners) else None
 
+
+def linear_leaves(model: nn.Module) -> list[nn.Module] | None:
+    """The leaves of a (nested) ``nn.Sequential`` of Linear and elementwise layers, or None."""
+    leaves = sequential_leaves(
+        model, lambda m: type(m) is nn.Linear or (type(m) in ELEMENTWISE and type(m) is not nn.PReLU))
+    return leaves if leaves is not None and any(type(m) is nn.Linear for m in leaves) else None
 
 
 # ----------------------------------------------------------------------------- the loss

@@ -163,14 +163,21 @@ def layer_plan(s: FunctionalView) -> list[nn.Module] | None:
 _CONV_FORM: dict[tuple, str] = {}
 
 
+def conv_forms() -> dict[tuple, str]:
+    """The form of per-example convolution weight gradients chosen so far on the CPU, per problem
+    shape: ``{(input shape, output-signal shape, kernel, stride, padding, dilation, dtype):
+    "grouped" | "unfold"}`` (see :func:`per_example_grads`'s layer path)."""
+    return dict(_CONV_FORM)
+
+
 def _conv_weight_per_example(m: nn.Conv2d, a: torch.Tensor, delta: torch.Tensor, out: torch.Tensor) -> None:
     """Per-example weight gradients of the convolution ``m`` with inputs ``a`` and output signals
     ``delta`` (``[n, ...]``), written into ``out`` (``[n, C_out·C_in·k_h·k_w]``), in one of two equal
     forms: one weight-gradient convolution with the examples as groups (what ``vmap``'s batching
     rule runs), or ``δ`` times the unfolded input (``F.unfold``, im2col) in one batched matrix
-    product. Which is faster depends on the shapes in ways no simple rule captured (measured on
-    the chapters' networks: grouped 3× slower for 16→32 channels on 2×2 maps, 2× faster for 1→8
-    on 8×8), so on the CPU both are timed at the first call of a shape (best of three, after a
+    product. Which is faster depends on the shapes in ways no simple rule captured (the
+    performance appendix prints the choice for each layer of the chapters' networks), so on the
+    CPU both are timed at the first call of a shape (best of three, after a
     warm-up call) and the faster is kept for that shape; on other devices the grouped form."""
     n, cout = delta.shape[:2]
 

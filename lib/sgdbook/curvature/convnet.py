@@ -9,6 +9,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.grad import conv2d_input, conv2d_weight
 
+from ..functional import sequential_leaves
+
 from .hvp import _default_chunk, _linear_backward, _owns_every_parameter_once, _linear_r_backward, _linear_r_forward, _r_delta_head, _softmax_head, _WrittenOut
 
 #: Bytes of one block's largest activation direction ``[c, n, C, H, W]`` that
@@ -60,29 +62,19 @@ class ConvNetHVP(_WrittenOut):
     @classmethod
     def _leaves(cls, model: nn.Module) -> list[nn.Module] | None:
         """The layers in forward order, or None where the class does not apply."""
-        leaves: list[nn.Module] = []
 
-        def walk(mod: nn.Module) -> bool:
-            if mod._forward_hooks or mod._forward_pre_hooks:
-                return False
-            if type(mod) is nn.Sequential:
-                return all(walk(ch) for ch in mod)
+        def accept(mod: nn.Module) -> bool:
             if type(mod) not in cls._LAYERS:
                 return False
-            if type(mod) is nn.Conv2d and (mod.groups != 1 or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
-                return False
-            if type(mod) is nn.Flatten and (mod.start_dim, mod.end_dim) != (1, -1):
-                return False
-            if type(mod) is nn.MaxPool2d and mod.return_indices:
-                return False
-            leaves.append(mod)
-            return True
+            if type(mod) is nn.Conv2d:
+                return mod.groups == 1 and mod.padding_mode == "zeros" and not isinstance(mod.padding, str)
+            if type(mod) is nn.Flatten:
+                return (mod.start_dim, mod.end_dim) == (1, -1)
+            return not (type(mod) is nn.MaxPool2d and mod.return_indices)
 
-        if not walk(model) or not any(type(m) is nn.Conv2d for m in leaves):
+        leaves = sequential_leaves(model, accept)  # None also for hooks and for a layer used twice
+        if leaves is None or not any(type(m) is nn.Conv2d for m in leaves):
             return None
-        owners = [id(m) for m in leaves if type(m) in (nn.Conv2d, nn.Linear)]
-        if len(set(owners)) != len(owners):
-            return None  # a layer used twice
         ndim = 4  # convolutions and pools see [n, C, H, W], Linear layers [n, features]
         for m in leaves:
             if type(m) in (nn.Conv2d, nn.MaxPool2d) and ndim != 4:

@@ -22,14 +22,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ...bench import _synchronize
 from ...landscape import window_profile
 from ...trajectory import record_trajectory
 from .walk import paper_model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_walk(device: str | torch.device = "cuda", *, steps: int = 40, n_train: int = 45_000, n_interp: int = 5_000,
@@ -52,12 +48,12 @@ def time_walk(device: str | torch.device = "cuda", *, steps: int = 40, n_train: 
         out["parameters"] = sum(q.numel() for q in model.parameters())
         traj = None
         try:
-            _sync(device)
+            _synchronize()
             t0 = time.perf_counter()
             traj = record_trajectory(model, F.cross_entropy, x, y, steps=steps, lr=0.1, batch_size=bs,
                                      generator=torch.Generator(device=device).manual_seed(seed + 1),
                                      windows=[(0, steps)], store_buffers=True)
-            _sync(device)
+            _synchronize()
             out[f"{name} steps"] = time.perf_counter() - t0
         except torch.cuda.OutOfMemoryError:
             out[f"{name} steps"] = "out of memory"
@@ -65,11 +61,11 @@ def time_walk(device: str | torch.device = "cuda", *, steps: int = 40, n_train: 
             out[f"{name} segments"] = "not run (no trajectory)"
             continue
         try:
-            _sync(device)
+            _synchronize()
             t0 = time.perf_counter()
             prof = window_profile(model, F.cross_entropy, xi, yi, traj.window(0, steps).thetas, n_alpha=n_alpha,
                                   bn_mode="train", noise_repeats=1)
-            _sync(device)
+            _synchronize()
             out[f"{name} segments"] = time.perf_counter() - t0
             if not bool(torch.isfinite(prof.losses).all()):
                 raise RuntimeError(f"non-finite loss along the {name} segments")
