@@ -1,5 +1,7 @@
 """The walk chapters' judging: parts that hold, fail (with power) or cannot decide, and the regime gates."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as ss
@@ -146,6 +148,41 @@ def test_cos_roles_verdict_leaves_unsettled_runs_out():
     assert (ev["status_1"], ev["status_2"], v) == (W.UNDECIDED, W.UNDECIDED, "inconclusive")
 
 
+def test_cos_roles_judgement_counts_every_run_and_reports_the_earlier_versions():
+    B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
+    rng = np.random.default_rng(1)
+    falling = np.array([-0.1, -0.2, -0.3, -0.4]) + 0.01 * rng.standard_normal((3, 4))
+    dist = np.array([4.0, 3.5, 3.0, 2.5]) * (1 + 0.01 * rng.standard_normal((3, 4)))
+    slow_start = np.array([0.3, 0.0, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))  # two small rates not yet bouncing
+    settled_lr = np.array([[False, False, True, True]] * 3)
+    v, ev, pilot = W.cos_roles_judgement(B, falling, dist, lrs, slow_start, settled_bs=np.ones((3, 4), bool), settled_lr=settled_lr)
+    # every run counts: the small rates' positive cosines are an effect of the rate at equal iterations
+    assert v == "partially-reproduced" and ev["status_3"] == W.FAILS
+    assert ev["lrs_unsettled"] == [0.025, 0.05] and "lrs_settled" not in ev
+    assert ev["settled_only_verdict"] == "inconclusive"  # only two settled rates: (3) undecided there
+    assert ev["first_version_verdict"] == "partially-reproduced"  # (1), (2) met; range over rates 0.6 > half that over B
+    assert "first version" in pilot and "second version" in pilot and "0.025, 0.05" in pilot
+    # the first version failed (2) at any p >= 0.05; the judged one leaves it undecided
+    flat_dist = np.array([[3.0, 3.1, 2.9, 3.0], [3.0, 2.9, 3.1, 3.05], [3.1, 3.0, 3.0, 2.95]])  # no trend in B
+    flat_lr = np.array([-0.3, -0.3, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))
+    v, ev, _ = W.cos_roles_judgement(B, falling, flat_dist, lrs, flat_lr, settled_bs=np.ones((3, 4), bool),
+                                     settled_lr=np.ones((3, 4), bool))
+    assert ev["status_2"] == W.UNDECIDED and ev["logdist_slope_p"] >= 0.05
+    assert v == "inconclusive" and ev["first_version_verdict"] == "partially-reproduced"  # (1) and (3) met
+    # the first version: (1) not met makes it "not reproduced" whatever the others (now: undecided (1) -> inconclusive)
+    flat_b = np.array([[-0.3, -0.28, -0.31, -0.3], [-0.29, -0.3, -0.3, -0.31], [-0.3, -0.31, -0.29, -0.3]])
+    v, ev, _ = W.cos_roles_judgement(B, flat_b, dist, lrs, flat_lr, settled_bs=np.ones((3, 4), bool),
+                                     settled_lr=np.ones((3, 4), bool))
+    assert ev["status_1"] == W.UNDECIDED and ev["first_version_verdict"] == "not-reproduced"
+    # (1) met, (2) and (3) not: partially now, "not reproduced" in the first version
+    moving = np.array([0.3, 0.0, -0.3, -0.6]) + 0.01 * rng.standard_normal((3, 4))
+    rising = np.array([2.5, 3.0, 3.5, 4.0]) * (1 + 0.01 * rng.standard_normal((3, 4)))
+    v, ev, _ = W.cos_roles_judgement(B, falling, rising, lrs, moving, settled_bs=np.ones((3, 4), bool),
+                                     settled_lr=np.ones((3, 4), bool))
+    assert (ev["status_1"], ev["status_2"], ev["status_3"]) == (W.HOLDS, W.FAILS, W.FAILS)
+    assert v == "partially-reproduced" and ev["first_version_verdict"] == "not-reproduced"
+
+
 def test_parts_reasons_name_the_failing_and_the_open_parts():
     H, F, U = W.HOLDS, W.FAILS, W.UNDECIDED
     r = W.parts_reasons(["(a)", "(b)", "(c)"], [H, F, U], ["x", "cos -0.5", "rises 30%"], decide="more seeds")
@@ -186,3 +223,54 @@ def test_plateau_status_needs_positive_evidence_of_a_flat_loss():
     assert W.stuck_status(W.HOLDS, W.FAILS) == W.UNDECIDED  # higher, but still descending
     assert W.stuck_status(W.FAILS, W.HOLDS) == W.FAILS
     assert W.stuck_status(W.UNDECIDED, W.HOLDS) == W.UNDECIDED
+
+
+def test_binomial_status_against_the_closed_form_and_scipy():
+    from scipy.stats import binomtest
+
+    # zero events: the upper bound is 1 - level**(1/n) exactly (about 3/n)
+    for n in (10, 100, 299, 300, 1000):
+        assert abs(W.binomial_upper(0, n) - (1 - 0.05 ** (1 / n))) < 1e-12
+    assert W.binomial_status(0, 298, 0.01) == W.UNDECIDED and W.binomial_status(0, 299, 0.01) == W.HOLDS
+    assert W.binomial_status(0, 0, 0.01) == W.UNDECIDED
+    # the bounds are those of scipy's exact binomial test (one-sided intervals at 95 %)
+    for k, n in ((3, 40), (12, 100), (30, 200)):
+        hi = binomtest(k, n, alternative="less").proportion_ci(0.95, method="exact").high
+        lo = binomtest(k, n, alternative="greater").proportion_ci(0.95, method="exact").low
+        assert abs(W.binomial_upper(k, n) - hi) < 1e-10
+        assert W.binomial_status(k, n, hi + 1e-9) == W.HOLDS and W.binomial_status(k, n, hi - 1e-9) != W.HOLDS
+        assert W.binomial_status(k, n, lo - 1e-9) == W.FAILS and W.binomial_status(k, n, lo + 1e-9) == W.UNDECIDED
+    with pytest.raises(ValueError):
+        W.binomial_status(5, 3, 0.1)
+
+
+def test_paper_height_interpolates_between_table2_epochs():
+    for e, h in zip((1, 10, 25, 100), (0.0625, 0.0199, 0.0104, 0.0025)):
+        assert W.paper_height("cnn", e) == h and W.paper_height("cnn", e, interpolate=True) == h
+    assert W.paper_height("cnn", 5) is None and W.paper_height("cnn", 101, interpolate=True) is None
+    h5 = W.paper_height("cnn", 5, interpolate=True)
+    # log-log linear between epochs 1 and 10: h(5) = h1 * (h10/h1) ** log10(5)
+    assert abs(h5 - 0.0625 * (0.0199 / 0.0625) ** math.log10(5)) < 1e-12
+    hs = [W.paper_height("resnet", e, interpolate=True) for e in range(1, 101)]
+    assert all(a >= b for a, b in zip(hs, hs[1:]))  # the paper's heights fall; so does the interpolation
+    assert W.in_height_regime(0.1 * h5, "cnn", 5, interpolate=True) and not W.in_height_regime(0.09 * h5, "cnn", 5, interpolate=True)
+    assert W.in_height_regime(1.0, "cnn", 5) is None
+
+
+def test_first_versions_fail_on_a_missed_mean_and_ignore_the_regime():
+    late = [_gd(130, 0.2, 0.5, 0.5), _gd(140, 0.3, 0.4, 0.6), _gd(150, 0.25, 0.6, 0.4)]
+    assert W.judge_gd_window(late, 40)[0] == "inconclusive"
+    v, st, _ = W.judge_gd_window(late, 40, first_version=True)  # outside the regime, yet judged, and every miss fails
+    assert v == "not-reproduced" and st == [W.FAILS] * 3
+    only_a = [_gd(15, 0.9, -0.5, 0.5), _gd(16, 0.9, -0.52, 0.4), _gd(14, 0.9, -0.48, 0.6)]  # (a) met, (b) and (c) not
+    assert W.judge_gd_window(only_a, 40)[0] == "partially-reproduced"
+    assert W.judge_gd_window(only_a, 40, first_version=True)[0] == "not-reproduced"  # partially needed (a) and one other
+    a_and_b = [_gd(15, 0.9, -0.9, 0.5), _gd(16, 0.9, -0.92, 0.4), _gd(14, 0.9, -0.88, 0.6)]
+    assert W.judge_gd_window(a_and_b, 40, first_version=True)[0] == "partially-reproduced"
+    wide_miss = [_gd(15, 0.95, -0.9, 0.0), _gd(16, 0.5, -0.9, 0.0), _gd(14, 0.9, -0.9, 0.0)]  # mean 0.78 < 0.8, wide
+    assert W.judge_gd_window(wide_miss, 40)[1][0] == W.UNDECIDED
+    assert W.judge_gd_window(wide_miss, 40, first_version=True)[1][0] == W.FAILS
+    gd = [{"rise_frac": 0.0, "cos_mean": c} for c in (-0.8, -0.82, -0.78)]
+    close = [_sgd(0.9, 0.3, -0.79), _sgd(0.95, 0.35, -0.83), _sgd(0.85, 0.4, -0.77)]  # cos not above GD's: (d)
+    assert W.judge_sgd_window(close, gd)[1][3] == W.UNDECIDED
+    assert W.judge_sgd_window(close, gd, first_version=True)[1][3] == W.FAILS

@@ -507,6 +507,35 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     return verdict, evidence
 
 
+def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs, settled_lr, level: float = LEVEL):
+    """The verdict of Figures 4, 22–24 and the two earlier versions of their criterion, which are
+    reported beside it (``pilot``). Judged: :func:`cos_roles_verdict` over **every run**: the
+    paper compares the smoothed curves at equal iterations for every learning rate, so a rate
+    whose walk is still in its initial descent at the late window is part of the comparison
+    (which runs are is recorded: ``lrs_unsettled``, ``batch_runs_settled``). Reported beside it:
+    (a) the first version: (1) and (2) met if their one-sided p < ``level``, (3) met if the range
+    of the seed means over the rates is at most half their range over the batch sizes; reproduced
+    if all three, partially if (1) and one other, not reproduced otherwise; (b) the second version, which judged only the runs that had left
+    their initial descent (``settled_bs`` / ``settled_lr``, see :func:`settled`).
+    Returns ``(verdict, evidence, pilot)``."""
+    verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level)
+    v_settled, ev_settled = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
+                                              settled_bs=settled_bs, settled_lr=settled_lr)
+    f1, f2 = ev["cos_slope_p"] < level, ev["logdist_slope_p"] < level
+    f3 = ev["cos_range_over_lr"] <= 0.5 * ev["cos_range_over_B"]
+    v_first = "reproduced" if f1 and f2 and f3 else "partially-reproduced" if f1 and (f2 or f3) else "not-reproduced"
+    ev.pop("lrs_settled")
+    ev.update(lrs_unsettled=[float(v) for v in lrs if v not in ev_settled["lrs_settled"]],
+              batch_runs_settled=ev_settled["batch_runs_settled"],
+              settled_only_verdict=v_settled, settled_only_cos_slope_per_doubling_lr=ev_settled["cos_slope_per_doubling_lr"],
+              first_version_verdict=v_first)
+    pilot = (f"first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
+             f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; second version (only runs that had left their initial descent "
+             f"before the late window; rates left out: {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}): "
+             f"{v_settled}")
+    return verdict, ev, pilot
+
+
 def epoch_metrics(run: WalkRun, prof: WindowProfile, a: int, epochs, *, spe: int) -> dict[int, dict[str, float]]:
     """:func:`window_metrics` of every epoch in ``epochs`` (1-based, ``spe`` steps each) from the
     profile of a window that starts at step ``a`` and covers them."""
@@ -737,21 +766,53 @@ def why_paragraph(records, labels=None) -> str:
     return ("**Why (the paper, or this scale).**\n\n" + "\n".join(lines)) if lines else ""
 
 
-def paper_height(role: str, epoch: int) -> float | None:
+def paper_height(role: str, epoch: int, *, interpolate: bool = False) -> float | None:
     """The paper's Table 2 height at ``epoch`` (1, 10, 25 or 100) for the network stand-in ``role``
-    stands for (:data:`TABLE2_ROW`), or None for another epoch."""
+    stands for (:data:`TABLE2_ROW`), or None for another epoch. ``interpolate``: between epochs 1
+    and 100, interpolated linearly in log height against log epoch (Table 2's heights fall roughly
+    as a power of the epoch); None outside."""
     from .settings.lr_and_batch import TABLE2_PAPER
 
     epochs = (1, 10, 25, 100)
-    return TABLE2_PAPER[TABLE2_ROW[role]][epochs.index(epoch)] if epoch in epochs else None
+    row = TABLE2_PAPER[TABLE2_ROW[role]]
+    if epoch in epochs:
+        return row[epochs.index(epoch)]
+    if not interpolate or not epochs[0] < epoch < epochs[-1]:
+        return None
+    return float(np.exp(np.interp(math.log(epoch), np.log(epochs), np.log(row))))
 
 
-def in_height_regime(height: float, role: str, epoch: int) -> bool | None:
+def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False) -> bool | None:
     """Is a walk with mean ``height`` above the floor at ``epoch`` in the paper's regime, i.e. at
-    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there? None where the
-    paper gives no height."""
-    ref = paper_height(role, epoch)
+    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``:
+    see :func:`paper_height`)? None where the paper gives no height."""
+    ref = paper_height(role, epoch, interpolate=interpolate)
     return None if ref is None else bool(height >= REGIME_HEIGHT_FRACTION * ref)
+
+
+def binomial_status(k: int, n: int, threshold: float, *, level: float = LEVEL) -> str:
+    """The claim "events happen in at most a ``threshold`` fraction of trials", from ``k`` events
+    in ``n`` trials (e.g. barriers among profiled steps): ``holds`` if the one-sided Clopper–Pearson
+    upper bound at ``1 − level`` is at most ``threshold`` (zero events in too few trials do not
+    show a rate below it: 0 of ``n`` bounds the rate by ``1 − level^(1/n)``, about ``3/n``);
+    ``fails`` if the lower bound exceeds it; ``undecided`` otherwise, and with ``n = 0``."""
+    from scipy.stats import beta
+
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return UNDECIDED
+    upper = 1.0 if k == n else float(beta.ppf(1 - level, k + 1, n - k))
+    lower = 0.0 if k == 0 else float(beta.ppf(level, k, n - k + 1))
+    return HOLDS if upper <= threshold else FAILS if lower > threshold else UNDECIDED
+
+
+def binomial_upper(k: int, n: int, *, level: float = LEVEL) -> float:
+    """The one-sided Clopper–Pearson upper ``1 − level`` bound on a rate from ``k`` events in ``n``
+    trials (1 for ``n = 0``)."""
+    from scipy.stats import beta
+
+    return 1.0 if k >= n else float(beta.ppf(1 - level, k + 1, n - k))
 
 
 def ema(values, beta: float = 0.9) -> np.ndarray:
@@ -784,7 +845,18 @@ def t_half_width(values, level: float = 0.95):
     return t_interval(v, level=level).half_width
 
 
-def judge_gd_window(metrics, window: int):
+def _mean_status(values, threshold: float, *, at_least: bool, strict: bool = False) -> str:
+    """The rule of the walk chapters' first criteria: ``holds`` if the mean of ``values`` (NaN
+    dropped) is on the claim's side of ``threshold``, ``fails`` otherwise (however few the seeds)."""
+    v = _finite(values)
+    if v.size == 0:
+        return UNDECIDED
+    m = float(v.mean())
+    on_side = (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
+    return HOLDS if on_side else FAILS
+
+
+def judge_gd_window(metrics, window: int, *, first_version: bool = False):
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
     seeds. Regime: a run is in the paper's regime if its bouncing starts (first negative cosine)
     within the paper's first ``window`` iterations (Figure 1: onset ≈ 15 of the first 40); only
@@ -792,14 +864,22 @@ def judge_gd_window(metrics, window: int):
     interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over the
     window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
     interior-minimum pairs; each by :func:`threshold_status`. Verdict: :func:`parts_verdict`
-    with (a) as the key part. Returns ``(verdict, statuses, evidence)``."""
+    with (a) as the key part. ``first_version``: the criterion before review (every run judged,
+    no regime; a part is met when its seed mean is on the claim's side, :func:`_mean_status`;
+    reproduced if all are met, partially if (a) and one other, not reproduced otherwise; evidence
+    empty), for the boxes' pilot lines. Returns ``(verdict, statuses, evidence)``."""
     ms = list(metrics)
-    ok = [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
+    ok = ms if first_version else [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
     col = lambda key, rows: [m[key] for m in rows]  # noqa: E731
+    judge = _mean_status if first_version else threshold_status
     if ok:
-        st = [threshold_status(col("interior_frac", ok), 0.8, at_least=True),
-              threshold_status(col("cos_last10", ok), -0.8, at_least=False),
-              threshold_status(col("rise_frac", ok), 0.1, at_least=False)]
+        st = [judge(col("interior_frac", ok), 0.8, at_least=True),
+              judge(col("cos_last10", ok), -0.8, at_least=False),
+              judge(col("rise_frac", ok), 0.1, at_least=False)]
+        if first_version:  # reproduced if all met, partially if (a) and one other, not reproduced otherwise
+            met = [x == HOLDS for x in st]
+            v = "reproduced" if all(met) else "partially-reproduced" if met[0] and any(met[1:]) else "not-reproduced"
+            return v, st, {}
     else:
         st = [UNDECIDED] * 3
     onsets = [m["onset"] for m in ms if np.isfinite(m["onset"])]
@@ -813,26 +893,33 @@ def judge_gd_window(metrics, window: int):
     return parts_verdict(st, key=(0,)), st, ev
 
 
-def judge_sgd_window(metrics, gd_metrics):
+def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False):
     """The criterion of Figures 2, 10, 11, 14, 18, 19 from the :func:`sgd_summary` metrics of a
     window's seeds and the :func:`gd_summary` metrics of the GD runs from the same
     initialisations. Parts: (a) interior minimum in ≥ 50 % of the segments; (b) the floor rises
     between ≥ 20 % of consecutive interior-minimum pairs and more often than under GD (paired over
     seeds); (c) no barrier in any seed; (d) the mean cosine above GD's after its onset (paired
     one-sided t test, :func:`greater_status`). Verdict: :func:`parts_verdict` with (a) and (c)
-    as key parts. Returns ``(verdict, statuses, evidence)``."""
+    as key parts. ``first_version``: the criterion before review ((a) and (b) on the seed means,
+    (b) against GD's mean rise; (d) fails unless the paired test reaches ``LEVEL``; the same
+    combination), for the boxes' pilot lines. Returns ``(verdict, statuses, evidence)``."""
     sm, g = list(metrics), list(gd_metrics)
     inter = [m["interior_frac"] for m in sm]
     rise = np.array([m["rise_frac"] for m in sm], dtype=float)
     gd_rise = np.array([m["rise_frac"] for m in g], dtype=float)
     cos_s, cos_g = [m["cos_mean"] for m in sm], [m["cos_mean"] for m in g]
     bars = int(sum(m["barriers"] for m in sm))
-    st_b = all_status([threshold_status(rise, 0.2, at_least=True),
-                       threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True)])
-    st = [threshold_status(inter, 0.5, at_least=True), st_b, HOLDS if bars == 0 else FAILS, greater_status(cos_s, cos_g)]
     from ...stats import paired_t
 
     p = paired_t(cos_s, cos_g).p_greater if len(sm) > 1 else float("nan")
+    if first_version:  # seed means met or not; (b) against GD's mean rise; (d) met only at p < LEVEL
+        r, gr = float(np.nanmean(rise)), float(np.nanmean(gd_rise))
+        st = [_mean_status(inter, 0.5, at_least=True), HOLDS if r >= 0.2 and not r <= gr else FAILS,
+              HOLDS if bars == 0 else FAILS, HOLDS if p < LEVEL else FAILS]
+    else:
+        st_b = all_status([threshold_status(rise, 0.2, at_least=True),
+                           threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True)])
+        st = [threshold_status(inter, 0.5, at_least=True), st_b, HOLDS if bars == 0 else FAILS, greater_status(cos_s, cos_g)]
     ev = {"interior_frac": float(np.mean(inter)), "rise_frac": float(np.nanmean(rise)),
           "gd_rise_frac": float(np.nanmean(gd_rise)), "barriers": bars,
           "raw_barriers": int(sum(m["raw_barriers"] for m in sm)), "cos_mean": float(np.mean(cos_s)),
