@@ -148,37 +148,41 @@ def test_cos_roles_verdict_leaves_unsettled_runs_out():
     assert (ev["status_1"], ev["status_2"], v) == (W.UNDECIDED, W.UNDECIDED, "inconclusive")
 
 
-def test_cos_roles_judgement_counts_every_run_and_reports_the_earlier_versions():
+def test_cos_roles_judgement_judges_the_bouncing_runs_and_reports_the_other_versions():
     B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
+    ones = np.ones((3, 4), bool)
     rng = np.random.default_rng(1)
     falling = np.array([-0.1, -0.2, -0.3, -0.4]) + 0.01 * rng.standard_normal((3, 4))
     dist = np.array([4.0, 3.5, 3.0, 2.5]) * (1 + 0.01 * rng.standard_normal((3, 4)))
     slow_start = np.array([0.3, 0.0, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))  # two small rates not yet bouncing
     settled_lr = np.array([[False, False, True, True]] * 3)
-    v, ev, pilot = W.cos_roles_judgement(B, falling, dist, lrs, slow_start, settled_bs=np.ones((3, 4), bool), settled_lr=settled_lr)
-    # every run counts: the small rates' positive cosines are an effect of the rate at equal iterations
-    assert v == "partially-reproduced" and ev["status_3"] == W.FAILS
-    assert ev["lrs_unsettled"] == [0.025, 0.05] and "lrs_settled" not in ev
-    assert ev["settled_only_verdict"] == "inconclusive"  # only two settled rates: (3) undecided there
+    v, ev, pilot = W.cos_roles_judgement(B, falling, dist, lrs, slow_start, settled_bs=ones, settled_lr=settled_lr)
+    # judged on the bouncing runs: two rates are too few for (3); counting every run, the slow start would fail it
+    assert v == "inconclusive" and ev["status_3"] == W.UNDECIDED and ev["lrs_unsettled"] == [0.025, 0.05]
+    assert ev["every_run_verdict"] == "partially-reproduced" and np.isnan(ev["cos_slope_lr_ci"]).all()
     assert ev["first_version_verdict"] == "partially-reproduced"  # (1), (2) met; range over rates 0.6 > half that over B
-    assert "first version" in pilot and "second version" in pilot and "0.025, 0.05" in pilot
+    assert "first version" in pilot and "every run counted" in pilot and "0.025, 0.05" in pilot
+    # three bouncing rates with a real effect of the rate: (3) fails there, with its interval recorded
+    moving = np.array([0.3, -0.1, -0.3, -0.5]) + 0.01 * rng.standard_normal((3, 4))
+    settled_lr[:, 1] = True
+    v, ev, _ = W.cos_roles_judgement(B, falling, dist, lrs, moving, settled_bs=ones, settled_lr=settled_lr)
+    assert ev["status_3"] == W.FAILS and v == "partially-reproduced"
+    lo, hi = ev["cos_slope_lr_ci"]
+    assert lo < ev["cos_slope_per_doubling_lr"] < hi < 0
     # the first version failed (2) at any p >= 0.05; the judged one leaves it undecided
     flat_dist = np.array([[3.0, 3.1, 2.9, 3.0], [3.0, 2.9, 3.1, 3.05], [3.1, 3.0, 3.0, 2.95]])  # no trend in B
     flat_lr = np.array([-0.3, -0.3, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))
-    v, ev, _ = W.cos_roles_judgement(B, falling, flat_dist, lrs, flat_lr, settled_bs=np.ones((3, 4), bool),
-                                     settled_lr=np.ones((3, 4), bool))
+    v, ev, _ = W.cos_roles_judgement(B, falling, flat_dist, lrs, flat_lr, settled_bs=ones, settled_lr=ones)
     assert ev["status_2"] == W.UNDECIDED and ev["logdist_slope_p"] >= 0.05
     assert v == "inconclusive" and ev["first_version_verdict"] == "partially-reproduced"  # (1) and (3) met
-    # the first version: (1) not met makes it "not reproduced" whatever the others (now: undecided (1) -> inconclusive)
+    # the first version: (1) not met makes it "not reproduced" whatever the others
     flat_b = np.array([[-0.3, -0.28, -0.31, -0.3], [-0.29, -0.3, -0.3, -0.31], [-0.3, -0.31, -0.29, -0.3]])
-    v, ev, _ = W.cos_roles_judgement(B, flat_b, dist, lrs, flat_lr, settled_bs=np.ones((3, 4), bool),
-                                     settled_lr=np.ones((3, 4), bool))
+    v, ev, _ = W.cos_roles_judgement(B, flat_b, dist, lrs, flat_lr, settled_bs=ones, settled_lr=ones)
     assert ev["status_1"] == W.UNDECIDED and ev["first_version_verdict"] == "not-reproduced"
     # (1) met, (2) and (3) not: partially now, "not reproduced" in the first version
     moving = np.array([0.3, 0.0, -0.3, -0.6]) + 0.01 * rng.standard_normal((3, 4))
     rising = np.array([2.5, 3.0, 3.5, 4.0]) * (1 + 0.01 * rng.standard_normal((3, 4)))
-    v, ev, _ = W.cos_roles_judgement(B, falling, rising, lrs, moving, settled_bs=np.ones((3, 4), bool),
-                                     settled_lr=np.ones((3, 4), bool))
+    v, ev, _ = W.cos_roles_judgement(B, falling, rising, lrs, moving, settled_bs=ones, settled_lr=ones)
     assert (ev["status_1"], ev["status_2"], ev["status_3"]) == (W.HOLDS, W.FAILS, W.FAILS)
     assert v == "partially-reproduced" and ev["first_version_verdict"] == "not-reproduced"
 

@@ -348,13 +348,20 @@ def profile(
     )
 
 
+#: A barrier is "significant" (the paper: barriers "substantially smaller compared with the value
+#: of loss ... are not significant") when its excess over the higher end point is at least this
+#: fraction of the loss at the step.
+SIGNIFICANT_EXCESS = 0.01
+
+
 def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = None) -> dict[str, float]:
     """Plain numbers of a window profile from segment ``start`` on: the fraction of segments with an
     interior minimum, the fraction of consecutive pairs of such segments whose floor rises
     (``nan`` without pairs), barriers (with the noise tolerance and raw), the mean height, the
-    largest barrier excess relative to the loss at the step, and the mean cosine over the same
-    steps (``cos`` sliced to the window, ``[S]``); segments ``start … stop − 1`` only (pairs
-    within them)."""
+    largest barrier excess relative to the loss at the step, the barriers whose relative excess is
+    at least :data:`SIGNIFICANT_EXCESS`, the number of valley pairs behind the rise fraction, and
+    the mean cosine over the same steps (``cos`` sliced to the window, ``[S]``); segments
+    ``start … stop − 1`` only (pairs within them)."""
     stop = prof.segments if stop is None else stop
     inter = prof.interior[start:stop]
     pairs = prof.both_interior[start : stop - 1]
@@ -372,6 +379,8 @@ def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = 
         "mean_height": float(prof.height[start:stop].mean()),
         "median_range": float(prof.loss_range[start:stop].median()),
         "max_rel_excess": float(rel.max()),
+        "significant_barriers": int((prof.barrier[start:stop] & (rel >= SIGNIFICANT_EXCESS)).sum()),
+        "valley_pairs": n_pairs,
         "cos_mean": float(np.nanmean(c)) if np.isfinite(c).any() else float("nan"),
         "noise": float(prof.noise),
     }
@@ -508,31 +517,41 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
 
 
 def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs, settled_lr, level: float = LEVEL):
-    """The verdict of Figures 4, 22–24 and the two earlier versions of their criterion, which are
-    reported beside it (``pilot``). Judged: :func:`cos_roles_verdict` over **every run**: the
-    paper compares the smoothed curves at equal iterations for every learning rate, so a rate
-    whose walk is still in its initial descent at the late window is part of the comparison
-    (which runs are is recorded: ``lrs_unsettled``, ``batch_runs_settled``). Reported beside it:
+    """The verdict of Figures 4, 22–24 and the other versions of their criterion, reported beside
+    it (``pilot``). Judged: :func:`cos_roles_verdict` with the regime condition (``settled_bs`` /
+    ``settled_lr``, see :func:`settled`): the curves are compared at equal iterations, among the
+    runs in the bouncing phase the claim is about; a rate whose runs are still in their initial
+    descent at the late window is outside it (recorded: ``lrs_unsettled``). Reported beside it:
     (a) the first version: (1) and (2) met if their one-sided p < ``level``, (3) met if the range
     of the seed means over the rates is at most half their range over the batch sizes; reproduced
-    if all three, partially if (1) and one other, not reproduced otherwise; (b) the second version, which judged only the runs that had left
-    their initial descent (``settled_bs`` / ``settled_lr``, see :func:`settled`).
+    if all three, partially if (1) and one other, not reproduced otherwise; (b) every run counted,
+    also those still in their initial descent (``every_run_verdict``). The evidence adds the 95 %
+    t interval of the rate slope (``cos_slope_lr_ci``), since part (3) can hold on its mean.
     Returns ``(verdict, evidence, pilot)``."""
-    verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level)
-    v_settled, ev_settled = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
-                                              settled_bs=settled_bs, settled_lr=settled_lr)
+    from ...stats import slope_t
+
+    verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
+                                    settled_bs=settled_bs, settled_lr=settled_lr)
+    v_all, ev_all = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level)
     f1, f2 = ev["cos_slope_p"] < level, ev["logdist_slope_p"] < level
     f3 = ev["cos_range_over_lr"] <= 0.5 * ev["cos_range_over_B"]
     v_first = "reproduced" if f1 and f2 and f3 else "partially-reproduced" if f1 and (f2 or f3) else "not-reproduced"
-    ev.pop("lrs_settled")
-    ev.update(lrs_unsettled=[float(v) for v in lrs if v not in ev_settled["lrs_settled"]],
-              batch_runs_settled=ev_settled["batch_runs_settled"],
-              settled_only_verdict=v_settled, settled_only_cos_slope_per_doubling_lr=ev_settled["cos_slope_per_doubling_lr"],
-              first_version_verdict=v_first)
+    keep = [i for i, v in enumerate(lrs) if float(v) in ev["lrs_settled"]]
+    ci = [float("nan")] * 2
+    if len(keep) >= 3:
+        t = slope_t(np.log2(np.asarray(lrs, float))[keep], np.asarray(cos_lr, float)[:, keep])
+        from scipy.stats import t as student
+
+        h = float(student.ppf(0.975, t.df) * t.se)
+        ci = [t.effect - h, t.effect + h]
+    ev.update(lrs_unsettled=[float(v) for v in lrs if float(v) not in ev["lrs_settled"]], cos_slope_lr_ci=ci,
+              every_run_verdict=v_all, every_run_cos_slope_per_doubling_lr=ev_all["cos_slope_per_doubling_lr"],
+              every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first)
     pilot = (f"first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
-             f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; second version (only runs that had left their initial descent "
-             f"before the late window; rates left out: {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}): "
-             f"{v_settled}")
+             f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; every run counted, also "
+             f"those still in their initial descent (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}; slope "
+             f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, two-sided p "
+             f"{ev_all['cos_slope_lr_p_two_sided']:.2g}): {v_all}")
     return verdict, ev, pilot
 
 
