@@ -549,7 +549,8 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
               every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first)
     pilot = (f"first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
              f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; every run counted, also "
-             f"those still in their initial descent (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}; slope "
+             f"those still in their initial descent (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}"
+             f"{'' if ev['batch_runs_settled'] else '; some batch-size runs too'}; slope "
              f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, two-sided p "
              f"{ev_all['cos_slope_lr_p_two_sided']:.2g}): {v_all}")
     return verdict, ev, pilot
