@@ -638,6 +638,11 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def _on_side(m: float, threshold: float, *, at_least: bool, strict: bool) -> bool:
+    """Is ``m`` on the claim's side of ``threshold`` (``≥``/``>`` if ``at_least``, else ``≤``/``<``)?"""
+    return (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
+
+
 def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL) -> str:
     """Is the mean of the replicates ``values`` (seeds; NaN dropped) on the claim's side of
     ``threshold`` (``≥`` if ``at_least``, else ``≤``; ``>`` / ``<`` if ``strict``)?
@@ -652,9 +657,7 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
     v = _finite(values)
     if v.size == 0:
         return UNDECIDED
-    m = float(v.mean())
-    on_side = (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
-    if on_side:
+    if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict):
         return HOLDS
     if v.size < 2:
         return UNDECIDED
@@ -822,9 +825,8 @@ def binomial_status(k: int, n: int, threshold: float, *, level: float = LEVEL) -
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return UNDECIDED
-    upper = 1.0 if k == n else float(beta.ppf(1 - level, k + 1, n - k))
     lower = 0.0 if k == 0 else float(beta.ppf(level, k, n - k + 1))
-    return HOLDS if upper <= threshold else FAILS if lower > threshold else UNDECIDED
+    return HOLDS if binomial_upper(k, n, level=level) <= threshold else FAILS if lower > threshold else UNDECIDED
 
 
 def binomial_upper(k: int, n: int, *, level: float = LEVEL) -> float:
@@ -871,9 +873,7 @@ def _mean_status(values, threshold: float, *, at_least: bool, strict: bool = Fal
     v = _finite(values)
     if v.size == 0:
         return UNDECIDED
-    m = float(v.mean())
-    on_side = (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
-    return HOLDS if on_side else FAILS
+    return HOLDS if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict) else FAILS
 
 
 def judge_gd_window(metrics, window: int, *, first_version: bool = False):
