@@ -45,3 +45,29 @@ def test_batch_mode_checked_and_mlp_keeps_reverse():
     mlp = models.mlp([4, 3, 2], bias=True, bn=True, generator=torch.Generator().manual_seed(1)).double()
     x = torch.randn(6, 4, dtype=F64)
     assert curvature.HVP.from_model(mlp, F.cross_entropy, x, torch.tensor([0, 1] * 3), bn_mode="train").batch_mode == "reverse"
+
+
+def test_forward_mode_builds_the_graph_only_when_asked():
+    """A forward-mode operator builds no create_graph pass for its blocks (a Hutchinson estimate
+    never needs one); a single product, ``loss`` or ``gradient`` builds it once, with the values of
+    a reverse-mode operator. An affine f gives zero products either way."""
+    calls = []
+
+    def f(t):
+        calls.append(1)
+        return (t**3).sum() + t[0] * t[1]
+
+    theta = torch.tensor([1.0, 2.0, -1.0], dtype=F64)
+    H = torch.diag(6 * theta) + torch.tensor([[0.0, 1, 0], [1, 0, 0], [0, 0, 0]], dtype=F64)
+    op = curvature.HVP(f, theta, batch_mode="forward", chunk=2)
+    assert calls == []
+    V = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert torch.allclose(op.batch(V), V @ H, atol=1e-12) and not op._built
+    assert torch.allclose(op.gradient, 3 * theta**2 + torch.tensor([2.0, 1.0, 0.0], dtype=F64)) and op._built
+    n = len(calls)
+    assert torch.allclose(op(V[0]), H @ V[0]) and len(calls) == n  # the graph is reused
+    assert float(op.loss) == float(f(theta))
+    rev = curvature.HVP(f, theta)
+    assert rev._built and torch.equal(rev.gradient, op.gradient)
+    aff = curvature.HVP(lambda t: (t * torch.arange(3.0, dtype=F64)).sum(), theta, batch_mode="forward", chunk=2)
+    assert torch.equal(aff.batch(V), torch.zeros_like(V)) and torch.equal(aff(V[0]), torch.zeros(3, dtype=F64))

@@ -45,8 +45,9 @@ class HVP:
     Cost: one forward and backward pass with ``create_graph=True`` at construction, whose graph
     (the activations of one pass) stays alive with the operator; then one backward pass through
     that graph per product (reverse-over-reverse), vmapped over the rows of each chunk in
-    :meth:`batch` (``is_grads_batched=True``), or with ``batch_mode="forward"`` one vmapped
-    forward-over-reverse pass per chunk. Timings against ``torch.func``'s forward-over-reverse
+    :meth:`batch` (``is_grads_batched=True``). With ``batch_mode="forward"``, one vmapped
+    forward-over-reverse pass per chunk, and the graph is built only when a single product,
+    ``loss`` or ``gradient`` is first asked for (a Hutchinson estimate never builds it). Timings against ``torch.func``'s forward-over-reverse
     ``jvp(grad(f))``, curvlinops and BackPACK, and across chunk sizes: the performance appendix.
 
     Example::
@@ -74,12 +75,33 @@ class HVP:
         self.device = self.theta.device
         self.chunk = int(chunk or _default_chunk(self.p, self.theta.element_size(), self.device))
         self.n_products = 0
+        self._built = False
+        if batch_mode == "reverse":
+            self._build()
+
+    def _build(self) -> None:
+        """The forward and backward pass with ``create_graph=True`` whose graph the products reuse;
+        built at construction in ``"reverse"`` mode, at the first single product (or the first
+        request for ``loss``/``gradient``) in ``"forward"`` mode, whose blocks do not use it."""
+        if self._built:
+            return
         with torch.enable_grad():
-            loss = f(self._leaf)
+            loss = self._f(self._leaf)
             (grad,) = torch.autograd.grad(loss, self._leaf, create_graph=True)
-        self.loss = loss.detach()
-        self.gradient = grad.detach()
+        self._loss = loss.detach()
+        self._gradient = grad.detach()
         self._grad = grad if grad.requires_grad else None  # None: f is affine in θ, H = 0
+        self._built = True
+
+    @property
+    def loss(self) -> torch.Tensor:
+        self._build()
+        return self._loss
+
+    @property
+    def gradient(self) -> torch.Tensor:
+        self._build()
+        return self._gradient
 
     @classmethod
     def from_model(
@@ -116,6 +138,7 @@ class HVP:
         return cls(f, theta0, chunk=chunk, batch_mode="forward" if conv else "reverse")
 
     def _backward(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
+        self._build()
         if self._grad is None:
             return torch.zeros_like(v)
         (hv,) = torch.autograd.grad(
@@ -137,7 +160,7 @@ class HVP:
         self.n_products += V.shape[0]
         if V.shape[0] == 1 or self.chunk == 1:
             return torch.stack([self._backward(v, False) for v in V])
-        if self.batch_mode == "forward" and self._grad is not None:
+        if self.batch_mode == "forward":  # an affine f gives zero tangents here too
             theta, g = self.theta, torch.func.grad(self._f)
             fo = torch.func.vmap(lambda v: torch.func.jvp(g, (theta,), (v,))[1])
             return torch.cat([fo(c) for c in V.split(self.chunk)])
