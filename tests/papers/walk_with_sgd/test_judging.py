@@ -248,6 +248,23 @@ def test_binomial_status_against_the_closed_form_and_scipy():
         W.binomial_status(5, 3, 0.1)
 
 
+def test_binomial_status_at_least_against_scipy():
+    """"At least a threshold fraction": holds when scipy's exact one-sided lower bound reaches it, fails when its upper bound
+    is below it; all events bound the rate from above by 1, none from below by 0."""
+    from scipy.stats import binomtest
+
+    for k, n in ((3, 40), (25, 100), (60, 200)):
+        hi = binomtest(k, n, alternative="less").proportion_ci(0.95, method="exact").high
+        lo = binomtest(k, n, alternative="greater").proportion_ci(0.95, method="exact").low
+        assert abs(W.binomial_lower(k, n) - lo) < 1e-10
+        assert W.binomial_status(k, n, lo - 1e-9, at_least=True) == W.HOLDS
+        assert W.binomial_status(k, n, lo + 1e-9, at_least=True) == W.UNDECIDED
+        assert W.binomial_status(k, n, hi + 1e-9, at_least=True) == W.FAILS
+        assert W.binomial_status(k, n, hi - 1e-9, at_least=True) == W.UNDECIDED
+    assert W.binomial_lower(0, 50) == 0.0 and W.binomial_upper(50, 50) == 1.0
+    assert W.binomial_status(0, 50, 0.2, at_least=True) == W.FAILS and W.binomial_status(0, 0, 0.2, at_least=True) == W.UNDECIDED
+
+
 def test_paper_height_interpolates_between_table2_epochs():
     for e, h in zip((1, 10, 25, 100), (0.0625, 0.0199, 0.0104, 0.0025)):
         assert W.paper_height("cnn", e) == h and W.paper_height("cnn", e, interpolate=True) == h
@@ -278,3 +295,18 @@ def test_first_versions_fail_on_a_missed_mean_and_ignore_the_regime():
     close = [_sgd(0.9, 0.3, -0.79), _sgd(0.95, 0.35, -0.83), _sgd(0.85, 0.4, -0.77)]  # cos not above GD's: (d)
     assert W.judge_sgd_window(close, gd)[1][3] == W.UNDECIDED
     assert W.judge_sgd_window(close, gd, first_version=True)[1][3] == W.FAILS
+
+
+def test_paper_height_at_the_smaller_rate():
+    """VGG-11's 0.05 row exactly (interpolated as the base row is); ResNet-56's lost row as its base row
+    times VGG-11's smaller/base ratio; the regime test takes the same row."""
+    vgg_lo = (0.0102, 0.0050, 0.0035, 0.0011)
+    for e, h in zip((1, 10, 25, 100), vgg_lo):
+        assert math.isclose(W.paper_height("cnn", e, smaller_rate=True), h, rel_tol=1e-12)
+        assert math.isclose(W.paper_height("resnet", e, smaller_rate=True), W.paper_height("resnet", e) * h / W.paper_height("cnn", e),
+                            rel_tol=1e-12)
+    lo5 = W.paper_height("cnn", 5, interpolate=True, smaller_rate=True)
+    assert vgg_lo[1] < lo5 < vgg_lo[0]
+    assert math.isclose(math.log(lo5), float(np.interp(math.log(5), np.log([1, 10, 25, 100]), np.log(vgg_lo))), rel_tol=1e-12)
+    assert W.paper_height("cnn", 5, smaller_rate=True) is None
+    assert W.in_height_regime(0.000351, "cnn", 25, smaller_rate=True) and not W.in_height_regime(0.000349, "cnn", 25, smaller_rate=True)

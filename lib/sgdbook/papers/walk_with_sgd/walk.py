@@ -789,44 +789,52 @@ def why_paragraph(records, labels=None) -> str:
     return ("**Why (the paper, or this scale).**\n\n" + "\n".join(lines)) if lines else ""
 
 
-def paper_height(role: str, epoch: int, *, interpolate: bool = False) -> float | None:
+def paper_height(role: str, epoch: int, *, interpolate: bool = False, smaller_rate: bool = False) -> float | None:
     """The paper's Table 2 height at ``epoch`` (1, 10, 25 or 100) for the network stand-in ``role``
     stands for (:data:`TABLE2_ROW`), or None for another epoch. ``interpolate``: between epochs 1
     and 100, interpolated linearly in log height against log epoch (Table 2's heights fall roughly
-    as a power of the epoch); None outside."""
+    as a power of the epoch); None outside. ``smaller_rate``: the height at Table 2's smaller rate,
+    half the base rate: VGG-11's 0.05 row; ResNet-56's row at its smaller rate is lost from the
+    text, so its base row times VGG-11's smaller/base ratio at that epoch stands in for it."""
     from .settings.lr_and_batch import TABLE2_PAPER
 
     epochs = (1, 10, 25, 100)
-    row = TABLE2_PAPER[TABLE2_ROW[role]]
+    row = np.asarray(TABLE2_PAPER[TABLE2_ROW[role]])
+    if smaller_rate:
+        row = row * np.asarray(TABLE2_PAPER[("VGG-11", 0.05)]) / np.asarray(TABLE2_PAPER[("VGG-11", 0.1)])
     if epoch in epochs:
-        return row[epochs.index(epoch)]
+        return float(row[epochs.index(epoch)])
     if not interpolate or not epochs[0] < epoch < epochs[-1]:
         return None
     return float(np.exp(np.interp(math.log(epoch), np.log(epochs), np.log(row))))
 
 
-def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False) -> bool | None:
+def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False,
+                     smaller_rate: bool = False) -> bool | None:
     """Is a walk with mean ``height`` above the floor at ``epoch`` in the paper's regime, i.e. at
-    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``:
-    see :func:`paper_height`)? None where the paper gives no height."""
-    ref = paper_height(role, epoch, interpolate=interpolate)
+    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``,
+    ``smaller_rate``: see :func:`paper_height`)? None where the paper gives no height."""
+    ref = paper_height(role, epoch, interpolate=interpolate, smaller_rate=smaller_rate)
     return None if ref is None else bool(height >= REGIME_HEIGHT_FRACTION * ref)
 
 
-def binomial_status(k: int, n: int, threshold: float, *, level: float = LEVEL) -> str:
+def binomial_status(k: int, n: int, threshold: float, *, level: float = LEVEL, at_least: bool = False) -> str:
     """The claim "events happen in at most a ``threshold`` fraction of trials", from ``k`` events
     in ``n`` trials (e.g. barriers among profiled steps): ``holds`` if the one-sided Clopper–Pearson
     upper bound at ``1 − level`` is at most ``threshold`` (zero events in too few trials do not
     show a rate below it: 0 of ``n`` bounds the rate by ``1 − level^(1/n)``, about ``3/n``);
-    ``fails`` if the lower bound exceeds it; ``undecided`` otherwise, and with ``n = 0``."""
-    from scipy.stats import beta
-
+    ``fails`` if the lower bound exceeds it; ``undecided`` otherwise, and with ``n = 0``.
+    ``at_least``: the claim "in at least a ``threshold`` fraction" (e.g. floor rises among valley
+    pairs): ``holds`` if the lower bound is at least ``threshold``, ``fails`` if the upper bound is
+    below it."""
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return UNDECIDED
-    lower = 0.0 if k == 0 else float(beta.ppf(level, k, n - k + 1))
-    return HOLDS if binomial_upper(k, n, level=level) <= threshold else FAILS if lower > threshold else UNDECIDED
+    lower, upper = binomial_lower(k, n, level=level), binomial_upper(k, n, level=level)
+    if at_least:
+        return HOLDS if lower >= threshold else FAILS if upper < threshold else UNDECIDED
+    return HOLDS if upper <= threshold else FAILS if lower > threshold else UNDECIDED
 
 
 def binomial_upper(k: int, n: int, *, level: float = LEVEL) -> float:
@@ -835,6 +843,14 @@ def binomial_upper(k: int, n: int, *, level: float = LEVEL) -> float:
     from scipy.stats import beta
 
     return 1.0 if k >= n else float(beta.ppf(1 - level, k + 1, n - k))
+
+
+def binomial_lower(k: int, n: int, *, level: float = LEVEL) -> float:
+    """The one-sided Clopper–Pearson lower ``1 − level`` bound on a rate from ``k`` events in ``n``
+    trials (0 for ``k = 0``)."""
+    from scipy.stats import beta
+
+    return 0.0 if k <= 0 else float(beta.ppf(level, k, n - k + 1))
 
 
 def ema(values, beta: float = 0.9) -> np.ndarray:
