@@ -310,3 +310,39 @@ def test_paper_height_at_the_smaller_rate():
     assert math.isclose(math.log(lo5), float(np.interp(math.log(5), np.log([1, 10, 25, 100]), np.log(vgg_lo))), rel_tol=1e-12)
     assert W.paper_height("cnn", 5, smaller_rate=True) is None
     assert W.in_height_regime(0.000351, "cnn", 25, smaller_rate=True) and not W.in_height_regime(0.000349, "cnn", 25, smaller_rate=True)
+
+
+def test_left_descent_at_matches_settled():
+    g = np.random.default_rng(0)
+    for _ in range(20):
+        c = np.r_[np.nan, np.cumsum(g.normal(0, 0.1, 60)) * -0.2 + 0.3]
+        at = W.left_descent_at(c)
+        for b in range(2, 62):
+            assert W.settled(c, b) == (at is not None and at <= b - 1)
+    assert W.left_descent_at(np.full(30, 0.2)) is None
+
+
+def test_cos_roles_inputs_on_whole_and_truncated_runs():
+    """Over the whole runs the inputs are late_mean_cos, the final distance and settled(cos, steps // 2); over the first n
+    iterations they equal those of runs cut at n."""
+    import types
+
+    import torch
+
+    g = np.random.default_rng(1)
+
+    def run(steps, seed):
+        rng = np.random.default_rng(seed)
+        cos = np.r_[np.nan, np.linspace(0.5, -0.3, steps - 1) + rng.normal(0, 0.05, steps - 1)]
+        return types.SimpleNamespace(traj=types.SimpleNamespace(cos=torch.tensor(cos), dist=torch.tensor(np.cumsum(rng.random(steps + 1)))))
+
+    B, R, S = [10, 20], [0.1, 0.2, 0.4], range(3)
+    keys = [("B", b, s) for b in B for s in S] + [("lr", r, s) for r in R for s in S]
+    runs = {k: run(40, int(g.integers(1 << 30))) for k in keys}
+    whole = W.cos_roles_inputs(runs, B, R, S)
+    assert whole["cos_bs"] == [[W.late_mean_cos(runs[("B", b, s)].traj) for b in B] for s in S]
+    assert whole["cos_lr"] == [[W.late_mean_cos(runs[("lr", r, s)].traj) for r in R] for s in S]
+    assert whole["dist_bs"] == [[float(runs[("B", b, s)].traj.dist[-1]) for b in B] for s in S]
+    assert whole["settled_lr"] == [[W.settled(runs[("lr", r, s)].traj.cos.numpy(), 20) for r in R] for s in S]
+    cut = {k: types.SimpleNamespace(cos=v.traj.cos[:24], dist=v.traj.dist[:25]) for k, v in runs.items()}
+    assert W.cos_roles_inputs(runs, B, R, S, n=24) == W.cos_roles_inputs(cut, B, R, S)

@@ -872,6 +872,45 @@ def settled(cos, before: int, beta: float = 0.9) -> bool:
     return bool(c.size and (ema(c, beta) < 0).any())
 
 
+def left_descent_at(cos, beta: float = 0.9) -> int | None:
+    """The step at which a run leaves its initial descent by :func:`settled`'s rule: the first
+    step whose smoothed cosine (from the second step on) is below 0; None if it never is. A run is
+    :func:`settled` by step ``b`` exactly when this step is at most ``b − 1``."""
+    below = np.nonzero(ema(np.asarray(cos, dtype=float)[1:], beta) < 0)[0]
+    return int(below[0]) + 1 if below.size else None
+
+
+def cos_roles_inputs(runs, batch_sizes, rates, seeds, n: int | None = None) -> dict[str, list]:
+    """The inputs of :func:`cos_roles_judgement` from a sweep's runs, ``runs[("B", b, s)]`` for
+    the batch sizes and ``runs[("lr", r, s)]`` for the rates (:class:`WalkRun` or
+    :class:`~sgdbook.trajectory.Trajectory`), over their first ``n`` iterations (default: the
+    whole runs, for which the cosines are :func:`late_mean_cos`'s): the late mean cosine over
+    iterations ``n/2 … n``, the distance from θ₀ at ``n``, and whether each run left its initial
+    descent before ``n/2`` (:func:`settled`); each ``[seeds, settings]``. A run's first ``n``
+    iterations are those of a run of ``n`` iterations from the same seed, so a shorter setting is
+    judged on the same runs."""
+    def traj(key, v, s):
+        r = runs[(key, v, s)]
+        return r.traj if hasattr(r, "traj") else r
+
+    def per(key, vals, f):
+        return [[f(traj(key, v, s)) for v in vals] for s in seeds]
+
+    def length(t):
+        return t.cos.shape[0] if n is None else n
+
+    def late(t):
+        k = length(t)
+        return float(np.nanmean(t.cos.cpu().numpy()[k // 2 : k]))
+
+    def left(t):
+        k = length(t)
+        return settled(t.cos.cpu().numpy()[:k], k // 2)
+
+    return {"cos_bs": per("B", batch_sizes, late), "dist_bs": per("B", batch_sizes, lambda t: float(t.dist[length(t)])),
+            "cos_lr": per("lr", rates, late), "settled_bs": per("B", batch_sizes, left), "settled_lr": per("lr", rates, left)}
+
+
 def t_half_width(values, level: float = 0.95):
     """The Student-t ``level`` half-width of the mean over the replicates along axis 0 of
     ``values`` (zeros for a single replicate), e.g. for error bars."""
