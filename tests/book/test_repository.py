@@ -30,6 +30,8 @@ def test_source_notebooks_have_no_outputs_and_a_parameters_cell(nb):
         if value:
             assert re.search(rf"^{name}\s*=\s*{re.escape(value)}", src, re.M)
     assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    ids = [c.get("id") for c in cells]  # nbformat 4.5: every cell has a unique id (nbformat warns, later fails, without)
+    assert None not in ids and len(set(ids)) == len(ids), f"{nb}: cells without an id or with a repeated one"
 
 
 def _toc_files(node):
