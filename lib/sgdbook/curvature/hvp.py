@@ -47,7 +47,10 @@ class HVP:
     that graph per product (reverse-over-reverse), vmapped over the rows of each chunk in
     :meth:`batch` (``is_grads_batched=True``). With ``batch_mode="forward"``, one vmapped
     forward-over-reverse pass per chunk, and the graph is built only when a single product,
-    ``loss`` or ``gradient`` is first asked for (a Hutchinson estimate never builds it). Timings against ``torch.func``'s forward-over-reverse
+    ``loss`` or ``gradient`` is first asked for (a Hutchinson estimate never builds it). ``f`` is
+    then evaluated when asked, not at construction: an ``f`` that reads a module's state (e.g. the
+    batch-norm buffers that :func:`~sgdbook.functional.flat_loss` shares with its model) sees that
+    state as it is then. Timings against ``torch.func``'s forward-over-reverse
     ``jvp(grad(f))``, curvlinops and BackPACK, and across chunk sizes: the performance appendix.
 
     Example::

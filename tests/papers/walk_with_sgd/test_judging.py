@@ -297,21 +297,6 @@ def test_first_versions_fail_on_a_missed_mean_and_ignore_the_regime():
     assert W.judge_sgd_window(close, gd, first_version=True)[1][3] == W.FAILS
 
 
-def test_paper_height_at_the_smaller_rate():
-    """VGG-11's 0.05 row exactly (interpolated as the base row is); ResNet-56's lost row as its base row
-    times VGG-11's smaller/base ratio; the regime test takes the same row."""
-    vgg_lo = (0.0102, 0.0050, 0.0035, 0.0011)
-    for e, h in zip((1, 10, 25, 100), vgg_lo):
-        assert math.isclose(W.paper_height("cnn", e, smaller_rate=True), h, rel_tol=1e-12)
-        assert math.isclose(W.paper_height("resnet", e, smaller_rate=True), W.paper_height("resnet", e) * h / W.paper_height("cnn", e),
-                            rel_tol=1e-12)
-    lo5 = W.paper_height("cnn", 5, interpolate=True, smaller_rate=True)
-    assert vgg_lo[1] < lo5 < vgg_lo[0]
-    assert math.isclose(math.log(lo5), float(np.interp(math.log(5), np.log([1, 10, 25, 100]), np.log(vgg_lo))), rel_tol=1e-12)
-    assert W.paper_height("cnn", 5, smaller_rate=True) is None
-    assert W.in_height_regime(0.000351, "cnn", 25, smaller_rate=True) and not W.in_height_regime(0.000349, "cnn", 25, smaller_rate=True)
-
-
 def test_left_descent_at_matches_settled():
     g = np.random.default_rng(0)
     for _ in range(20):
@@ -346,3 +331,27 @@ def test_cos_roles_inputs_on_whole_and_truncated_runs():
     assert whole["settled_lr"] == [[W.settled(runs[("lr", r, s)].traj.cos.numpy(), 20) for r in R] for s in S]
     cut = {k: types.SimpleNamespace(cos=v.traj.cos[:24], dist=v.traj.dist[:25]) for k, v in runs.items()}
     assert W.cos_roles_inputs(runs, B, R, S, n=24) == W.cos_roles_inputs(cut, B, R, S)
+
+
+def test_pooled_rate_status():
+    """Equal cluster sizes: the one-sample t test on the clusters' fractions (scipy); unequal: the ratio estimator's
+    cluster-robust standard error, written out; one cluster can hold but not fail; no trials decide nothing."""
+    n = np.array([40, 40, 40, 40])
+    k = np.array([3, 5, 2, 6])
+    st, r, p = W.pooled_rate_status(k, n, 0.2, at_least=True)
+    ref = ss.ttest_1samp(k / n, 0.2, alternative="less").pvalue
+    assert st == W.FAILS and r == k.sum() / n.sum() and abs(p - ref) < 1e-12
+    assert W.threshold_status(k / n, 0.2, at_least=True) == st
+    assert W.pooled_rate_status(k, n, 0.05, at_least=True)[0] == W.HOLDS
+    assert W.pooled_rate_status(k, n, 0.2, at_least=False)[0] == W.HOLDS
+    k2, n2 = np.array([1, 9, 4]), np.array([10, 60, 25])
+    r2 = k2.sum() / n2.sum()
+    se = np.sqrt(3 / 2 * ((k2 - r2 * n2) ** 2).sum()) / n2.sum()
+    st2, rr, p2 = W.pooled_rate_status(k2, n2, 0.3, at_least=True)
+    assert rr == r2 and abs(p2 - ss.t.cdf((r2 - 0.3) / se, 2)) < 1e-12 and st2 == (W.FAILS if p2 < 0.05 else W.UNDECIDED)
+    assert W.pooled_rate_status([0], [30], 0.2, at_least=True)[0] == W.UNDECIDED
+    assert W.pooled_rate_status([9], [30], 0.2, at_least=True)[0] == W.HOLDS
+    assert W.pooled_rate_status([0, 0], [0, 0], 0.2, at_least=True)[0] == W.UNDECIDED
+    assert W.pooled_rate_status([0, 0, 5], [0, 10, 10], 0.2, at_least=True)[1] == 0.25  # an empty cluster drops out
+    with pytest.raises(ValueError):
+        W.pooled_rate_status([5], [3], 0.2, at_least=True)

@@ -104,3 +104,42 @@ def test_cos_roles_verdict_follows_its_criterion():
     moving_lr = np.array([0.2, 0.0, -0.2, -0.4]) + 0.01 * rng.standard_normal((3, 4))
     assert W.cos_roles_verdict(B, falling, dist, lrs, moving_lr)[0] == "partially-reproduced"
     assert W.cos_roles_verdict(B, -falling, dist, lrs, flat_lr)[0] == "not-reproduced"
+
+
+def test_late_regime_against_profile_and_table2():
+    """The height is profile's mean over the steps, the epoch (a + b)/2 · batch / n, held to a tenth of Table 2's height
+    there (interpolated; epoch 1's before the first epoch ends); GD runs have no epoch."""
+    d = W.digits_split(120)
+    run = W.run_walk("mlp", d, lr=0.5, steps=12, batch_size=40, seed=0, windows=[(0, 2), (6, 10)])
+    r = W.late_regime(run, 6, 10, dtype=torch.float64, rtol=1e-12)
+    assert r["height"] == pytest.approx(float(W.profile(run, 6, 10, dtype=torch.float64, rtol=1e-12).height.mean()))
+    assert r["epoch"] == pytest.approx(8 * 40 / 120)
+    assert r["paper_height"] == pytest.approx(W.paper_height("mlp", 8 * 40 / 120, interpolate=True))
+    assert r["in_regime"] == (r["height"] >= W.REGIME_HEIGHT_FRACTION * r["paper_height"])
+    early = W.late_regime(run, 0, 2)
+    assert early["epoch"] == 1.0 and early["paper_height"] == W.paper_height("mlp", 1)
+    with pytest.raises(ValueError, match="SGD"):
+        W.late_regime(W.run_walk("mlp", d, lr=0.5, steps=4, seed=0), 0, 2)
+
+
+def test_cos_roles_sweep_counts_only_runs_in_the_regime():
+    """Its verdict is cos_roles_judgement's with a run usable only if settled and in the regime at the late window's start
+    (late_regime); a run shared by both sweeps is profiled once; the pilot reports the verdict without the late check."""
+    d = W.digits_split(120)
+    B, R, S, T, K = [20, 40], [0.1, 0.2, 0.4], range(2), 8, 2
+    win = [(T // 2, T // 2 + K)]
+    runs = {("B", b, s): W.run_walk("mlp", d, lr=0.2, steps=T, batch_size=b, seed=s, windows=win) for b in B for s in S}
+    for r in R:
+        for s in S:
+            runs[("lr", r, s)] = runs[("B", 40, s)] if r == 0.2 else W.run_walk("mlp", d, lr=r, steps=T, batch_size=40, seed=s,
+                                                                               windows=win)
+    verdict, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=K, dtype=torch.float64, rtol=1e-12)
+    late = {k: W.late_regime(r, T // 2, T // 2 + K, dtype=torch.float64, rtol=1e-12)["in_regime"] for k, r in runs.items()}
+    inp = W.cos_roles_inputs(runs, B, R, S)
+    inp["settled_bs"] = [[ok and late[("B", b, s)] for b, ok in zip(B, row)] for s, row in zip(S, inp["settled_bs"])]
+    inp["settled_lr"] = [[ok and late[("lr", r, s)] for r, ok in zip(R, row)] for s, row in zip(S, inp["settled_lr"])]
+    assert verdict == W.cos_roles_judgement(B, lrs=R, **inp)[0]
+    assert ev["batch_sizes_past_regime"] == [b for b in B if not all(late[("B", b, s)] for s in S)]
+    assert ev["lrs_past_regime"] == [r for r in R if not all(late[("lr", r, s)] for s in S)]
+    assert "without the late-side regime check" in pilot and len(details) == 3
+    assert W.cos_roles_sweep(runs, B, R, R, S, regime_steps=K, pilot_steps=6, dtype=torch.float64, rtol=1e-12)[1]["pilot_steps"] == 6

@@ -469,7 +469,8 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     no significant effect on the cosine, unlike the batch size: over the learning rates whose runs
     all settled (at least three, else undecided), holds if the mean slope per doubling of the rate
     is at most half (in size) the batch size's, fails if it is larger and significantly non-zero
-    (two-sided). (1) and (2) are undecided if a batch-size run had not settled. Verdict:
+    (two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
+    batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
     from ...stats import slope_t
 
@@ -490,7 +491,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     st1, st2 = trend(s_cos, -1), trend(s_dist, -1)
     keep = set_lr.all(0)
     s_lr = slope_t(ll[keep], cos_lr[:, keep]) if keep.sum() >= 3 else None
-    if s_lr is None:
+    if s_lr is None or not set_bs.all():  # (3) compares with the batch sizes' slope
         st3 = UNDECIDED
     elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
         st3 = HOLDS
@@ -554,6 +555,93 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
              f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, two-sided p "
              f"{ev_all['cos_slope_lr_p_two_sided']:.2g}): {v_all}")
     return verdict, ev, pilot
+
+
+def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps: int, pilot_steps: int = 0,
+                    dtype: torch.dtype | None = None, rtol: float = 1e-6, level: float = LEVEL):
+    """Figures 4, 22–24 judged on a sweep: ``runs[("B", b, s)]`` at the batch sizes and
+    ``runs[("lr", k, s)]`` for ``k`` in ``rate_keys`` (run at the learning rates ``rates``), every
+    run ``T`` iterations long with a stored window at ``T/2 … T/2 + regime_steps`` (the start of its
+    late window). A run counts only inside the regime the claim is about: it has left its initial
+    descent before the late window (:func:`settled`) and still oscillates as the paper's networks
+    did at its start (:func:`late_regime`); the parts then follow :func:`cos_roles_judgement`.
+    ``pilot_steps`` (``0 < pilot_steps < T``): the verdict on the runs' first iterations, the first
+    run length, is reported too. Returns ``(verdict, evidence, pilot, details)``: ``pilot`` the
+    other versions' verdicts (without the late-side check, the criterion before the fourth review;
+    on the first iterations; the versions of :func:`cos_roles_judgement`), ``details`` one line per
+    part for :func:`parts_reasons`. The evidence adds the late window's mean height, epoch and
+    the paper's height there per setting (``late_*_by_batch`` / ``_by_lr``) and the settings with
+    a run past the regime (``batch_sizes_past_regime``, ``lrs_past_regime``)."""
+    keys = [("B", b) for b in batch_sizes] + [("lr", k) for k in rate_keys]
+    T = next(iter(runs.values())).traj.cos.shape[0]
+    late, seen = {}, {}
+    for key, v in keys:
+        for s in seeds:
+            r = runs[(key, v, s)]
+            if id(r) not in seen:  # a run shared by both sweeps is profiled once
+                seen[id(r)] = late_regime(r, T // 2, T // 2 + regime_steps, dtype=dtype, rtol=rtol)
+            late[(key, v, s)] = seen[id(r)]
+    inp = cos_roles_inputs(runs, batch_sizes, rate_keys, seeds)
+    no_late = dict(inp)
+    for side, key, vals in (("settled_bs", "B", batch_sizes), ("settled_lr", "lr", rate_keys)):
+        inp[side] = [[ok and late[(key, v, s)]["in_regime"] for v, ok in zip(vals, row)] for s, row in zip(seeds, inp[side])]
+    verdict, ev, pilot = cos_roles_judgement(batch_sizes, lrs=rates, level=level, **inp)
+    past_b = [b for b in batch_sizes if not all(late[("B", b, s)]["in_regime"] for s in seeds)]
+    past_r = [r for k, r in zip(rate_keys, rates) if not all(late[("lr", k, s)]["in_regime"] for s in seeds)]
+    for key, vals, tag in (("B", batch_sizes, "batch"), ("lr", rate_keys, "lr")):
+        for f in ("height", "epoch", "paper_height"):
+            ev[f"late_{f}_by_{tag}"] = [float(np.mean([late[(key, v, s)][f] for s in seeds])) for v in vals]
+    ev.update(batch_sizes_past_regime=[int(b) for b in past_b], lrs_past_regime=[float(r) for r in past_r],
+              regime_steps=regime_steps)
+    versions = [f"without the late-side regime check (the criterion before the fourth review): "
+                f"{cos_roles_judgement(batch_sizes, lrs=rates, level=level, **no_late)[0]}"]
+    if 0 < pilot_steps < T:
+        v_p, ev_p, pilot_p = cos_roles_judgement(batch_sizes, lrs=rates, level=level,
+                                                 **cos_roles_inputs(runs, batch_sizes, rate_keys, seeds, n=pilot_steps))
+        versions.append(
+            f"{pilot_steps} iterations per run (the first setting; the same runs' first {pilot_steps} iterations, no late-side "
+            f"check): {v_p} (rates still in their initial descent: {', '.join(f'{v:g}' for v in ev_p['lrs_unsettled']) or 'none'}"
+            + (f"; slope per doubling of the rate {ev_p['cos_slope_per_doubling_lr']:+.3f}" if len(ev_p["lrs_settled"]) >= 3
+               else "; fewer than three rates settled") + f"); the other versions on those iterations: {pilot_p}")
+        ev.update(pilot_steps=pilot_steps, pilot_verdict=v_p, pilot_lrs_unsettled=ev_p["lrs_unsettled"])
+    pilot = "; ".join(versions + [f"on the whole runs: {pilot}"])
+    unsettled = [f"{v:g}" for v in ev["lrs_unsettled"] if v not in past_r]
+    fitted = ("; past the paper's regime at the late window (mean height below a tenth of Table 2's at their epoch): "
+              + ", ".join([f"batch {b}" for b in past_b] + [f"rate {r:g}" for r in past_r])) if past_b or past_r else ""
+    details = [f"slope per doubling of B {ev['cos_slope_per_doubling_B']:+.3f}, one-sided p {ev['cos_slope_p']:.2g}" + fitted,
+               f"log-distance slope {ev['logdist_slope_per_doubling_B']:+.3f}, p {ev['logdist_slope_p']:.2g}" + fitted,
+               (f"slope per doubling of the rate {ev['cos_slope_per_doubling_lr']:+.3f} (95% CI {ev['cos_slope_lr_ci'][0]:+.3f} "
+                f"to {ev['cos_slope_lr_ci'][1]:+.3f}) over the rates in the regime (two-sided p {ev['cos_slope_lr_p_two_sided']:.2g})"
+                if len(ev["lrs_settled"]) >= 3 else f"fewer than three rates in the regime ("
+                f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})")
+               + (f"; rates still in their initial descent at the late window: {', '.join(unsettled)}" if unsettled else "")
+               + fitted]
+    return verdict, ev, pilot, details
+
+
+#: The criterion of Figures 4, 22–24 as the ledger states it (:func:`cos_roles_sweep`).
+COS_ROLES_CRITERION = (
+    "late mean cos (second half of each run) per seed, over the runs in the regime the claim is about (left their initial "
+    "descent before the late window: smoothed cos below 0; still oscillating at its start: mean height over its first steps "
+    ">= 0.1 x Table 2's at their epoch): (1) slope vs log2 B < 0, one-sided t over seeds p < 0.05 (fails if significantly "
+    "> 0); (2) the same for log final distance; (3) over the rates whose runs are all in the regime (>= 3, else undecided): "
+    "|mean slope vs log2 lr| <= half |slope vs log2 B| holds, larger and two-sided p < 0.05 fails; (1)-(3) undecided if a "
+    "batch-size run is outside the regime; reproduced if all hold, not reproduced if (1) fails, partially if some hold and "
+    "some fail, inconclusive if none fails and some are undecided. Revised on review four times: the first version compared "
+    "the range of seed means over the rates with half that over the batch sizes, without a test or a regime condition; the "
+    "second added the early side of the regime; the third counted every run; the fourth restored the early side, added the "
+    "late side and lengthened the runs")
+
+
+def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
+    """What would decide Figures 4, 22–24 where :func:`cos_roles_sweep` leaves a part undecided:
+    longer runs where a rate is still in its initial descent, a task not fitted before the late
+    window (``more_data``) where a run is past the regime, more seeds, or the ``paper`` scale."""
+    unsettled = [v for v in ev["lrs_unsettled"] if v not in ev["lrs_past_regime"]]
+    parts = (["longer runs, so that every rate leaves its initial descent before the late window"] if unsettled else []) + (
+        [f"a task the stand-in has not fitted by the late window ({more_data}: its heights there are below a tenth of the "
+         "paper's)"] if ev["batch_sizes_past_regime"] or ev["lrs_past_regime"] else [])
+    return ", ".join(parts + [f"more seeds than {seeds}"]) + f"; or {paper}"
 
 
 def epoch_metrics(run: WalkRun, prof: WindowProfile, a: int, epochs, *, spe: int) -> dict[int, dict[str, float]]:
@@ -663,6 +751,35 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
         return UNDECIDED
     t = one_sample_t(v, threshold)
     return FAILS if (t.p_less if at_least else t.p_greater) < level else UNDECIDED
+
+
+def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float = LEVEL) -> tuple[str, float, float]:
+    """The claim "events happen in at least (``at_least``) / at most a ``threshold`` fraction of
+    trials", from ``k[i]`` events in ``n[i]`` trials of independent clusters (seeds; trials within
+    a cluster, such as pairs of consecutive steps of one run, may depend on each other). The rate is
+    pooled, ``r = Σk / Σn``, so that every trial weighs alike; its standard error is the cluster-
+    robust (ratio-estimator) one, ``√(m/(m−1) · Σ(k_i − r n_i)²) / Σn`` over the ``m`` clusters with
+    trials, with a Student t of ``m − 1`` degrees of freedom. With equal ``n_i`` this is the one-sample
+    t test on the clusters' fractions (:func:`threshold_status`). ``holds`` if ``r`` is on the claim's
+    side, ``fails`` if the one-sided test puts it on the other side at ``level``, ``undecided``
+    otherwise (also with no trials; one cluster can hold but not fail). Returns ``(status, r, p)``,
+    ``p`` the one-sided p-value against the claim (NaN with fewer than two clusters)."""
+    from scipy.stats import t as student
+
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
+    if k.shape != n.shape or (k < 0).any() or (k > n).any():
+        raise ValueError("need 0 <= k[i] <= n[i], element by element")
+    keep = n > 0
+    k, n = k[keep], n[keep]
+    if n.size == 0:
+        return UNDECIDED, float("nan"), float("nan")
+    r, m = float(k.sum() / n.sum()), n.size
+    if m < 2:
+        return (HOLDS if _on_side(r, threshold, at_least=at_least, strict=False) else UNDECIDED), r, float("nan")
+    se = math.sqrt(m / (m - 1) * float(((k - r * n) ** 2).sum())) / float(n.sum())
+    z = (r - threshold) if at_least else (threshold - r)  # > 0 on the claim's side
+    p = float(student.sf(-z / se, m - 1)) if se > 0 else (0.0 if z < 0 else 1.0)
+    return (HOLDS if z >= 0 else FAILS if p < level else UNDECIDED), r, p
 
 
 def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -> str:
@@ -789,32 +906,27 @@ def why_paragraph(records, labels=None) -> str:
     return ("**Why (the paper, or this scale).**\n\n" + "\n".join(lines)) if lines else ""
 
 
-def paper_height(role: str, epoch: int, *, interpolate: bool = False, smaller_rate: bool = False) -> float | None:
+def paper_height(role: str, epoch: int, *, interpolate: bool = False) -> float | None:
     """The paper's Table 2 height at ``epoch`` (1, 10, 25 or 100) for the network stand-in ``role``
     stands for (:data:`TABLE2_ROW`), or None for another epoch. ``interpolate``: between epochs 1
     and 100, interpolated linearly in log height against log epoch (Table 2's heights fall roughly
-    as a power of the epoch); None outside. ``smaller_rate``: the height at Table 2's smaller rate,
-    half the base rate: VGG-11's 0.05 row; ResNet-56's row at its smaller rate is lost from the
-    text, so its base row times VGG-11's smaller/base ratio at that epoch stands in for it."""
+    as a power of the epoch); None outside."""
     from .settings.lr_and_batch import TABLE2_PAPER
 
     epochs = (1, 10, 25, 100)
-    row = np.asarray(TABLE2_PAPER[TABLE2_ROW[role]])
-    if smaller_rate:
-        row = row * np.asarray(TABLE2_PAPER[("VGG-11", 0.05)]) / np.asarray(TABLE2_PAPER[("VGG-11", 0.1)])
+    row = TABLE2_PAPER[TABLE2_ROW[role]]
     if epoch in epochs:
-        return float(row[epochs.index(epoch)])
+        return row[epochs.index(epoch)]
     if not interpolate or not epochs[0] < epoch < epochs[-1]:
         return None
     return float(np.exp(np.interp(math.log(epoch), np.log(epochs), np.log(row))))
 
 
-def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False,
-                     smaller_rate: bool = False) -> bool | None:
+def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False) -> bool | None:
     """Is a walk with mean ``height`` above the floor at ``epoch`` in the paper's regime, i.e. at
-    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``,
-    ``smaller_rate``: see :func:`paper_height`)? None where the paper gives no height."""
-    ref = paper_height(role, epoch, interpolate=interpolate, smaller_rate=smaller_rate)
+    least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``:
+    see :func:`paper_height`)? None where the paper gives no height."""
+    ref = paper_height(role, epoch, interpolate=interpolate)
     return None if ref is None else bool(height >= REGIME_HEIGHT_FRACTION * ref)
 
 
@@ -909,6 +1021,23 @@ def cos_roles_inputs(runs, batch_sizes, rates, seeds, n: int | None = None) -> d
 
     return {"cos_bs": per("B", batch_sizes, late), "dist_bs": per("B", batch_sizes, lambda t: float(t.dist[length(t)])),
             "cos_lr": per("lr", rates, late), "settled_bs": per("B", batch_sizes, left), "settled_lr": per("lr", rates, left)}
+
+
+def late_regime(run: WalkRun, a: int, b: int, *, dtype: torch.dtype | None = None, rtol: float = 1e-6,
+                n_alpha: int = 11) -> dict:
+    """Is a run still oscillating as the paper's networks did at steps ``a … b − 1`` (e.g. the start
+    of the late window of Figures 4, 22–24)? The mean height above the valley floor there
+    (:func:`profile`, deterministic, whole training set) against a tenth of the paper's Table 2
+    height at the run's epoch, ``(a + b)/2 · batch / n_train`` (interpolated; epoch 1's height before
+    the first epoch ends). Returns ``{"in_regime", "height", "epoch", "paper_height"}``;
+    ``in_regime`` is False beyond Table 2's epoch 100."""
+    if run.batch_size is None:
+        raise ValueError("late_regime is for SGD runs (the epoch needs a batch size)")
+    h = float(profile(run, a, b, dtype=dtype, rtol=rtol, n_alpha=n_alpha).height.mean())
+    epoch = max(1.0, (a + b) / 2 * run.batch_size / run.data.x.shape[0])
+    paper = paper_height(run.name, epoch, interpolate=True)  # None beyond epoch 100
+    return {"in_regime": bool(paper is not None and h >= REGIME_HEIGHT_FRACTION * paper), "height": h, "epoch": epoch,
+            "paper_height": float("nan") if paper is None else paper}
 
 
 def t_half_width(values, level: float = 0.95):

@@ -12,7 +12,7 @@ SETTINGS = ScaleTable(
             gd_steps=16, gd_steps_nobn=20, window=8, lead=3, sgd_windows=[[0, 6], [6, 12]],
             seeds=2, n_alpha=5, eval_float64=["mlp"], rtol32=1e-4, check_steps=3,
             fm_n_train=100, fm_side=14, fm_gd_steps=8, fm_window=5, fm_seeds=1,
-            fig24_batch_sizes=[25, 50], fig24_lrs=[0.05, 0.1], fig24_steps=8, fig24_pilot_steps=0, fig24_seeds=2,
+            fig24_batch_sizes=[25, 50], fig24_lrs=[0.05, 0.1], fig24_steps=8, fig24_pilot_steps=0, fig24_regime_steps=2, fig24_seeds=2,
         ),
         "book": dict(
             paper_models=False, data="digits", n_train=1000, eval_n=0, batch_size=100,
@@ -21,7 +21,7 @@ SETTINGS = ScaleTable(
             seeds=3, n_alpha=11, eval_float64=["mlp"], rtol32=1e-4, check_steps=5,
             fm_n_train=1000, fm_side=14, fm_gd_steps=80, fm_window=40, fm_seeds=3,
             fig24_batch_sizes=[25, 50, 100, 200], fig24_lrs=[0.025, 0.05, 0.1, 0.2], fig24_steps=400, fig24_pilot_steps=120,
-            fig24_seeds=3,
+            fig24_regime_steps=5, fig24_seeds=3,
         ),
         "paper": dict(
             paper_models=True, data="paper", n_train=45000, eval_n=5000, batch_size=100,
@@ -29,7 +29,7 @@ SETTINGS = ScaleTable(
             gd_steps=40, gd_steps_nobn=300, window=40, lead=15, sgd_windows=[[0, 40], [450, 490]],
             seeds=1, n_alpha=11, eval_float64=[], rtol32=1e-4, check_steps=5,
             fm_n_train=45000, fm_side=32, fm_gd_steps=40, fm_window=40, fm_seeds=1,
-            fig24_batch_sizes=[25, 50, 100, 200, 400], fig24_lrs=[0.025, 0.05, 0.1, 0.2], fig24_steps=4500, fig24_pilot_steps=0,
+            fig24_batch_sizes=[25, 50, 100, 200, 400], fig24_lrs=[0.025, 0.05, 0.1, 0.2], fig24_steps=4500, fig24_pilot_steps=0, fig24_regime_steps=10,
             fig24_seeds=1,
         ),
     },
@@ -63,6 +63,7 @@ SETTINGS = ScaleTable(
         "fig24_lrs": "learning rates of Figure 24 (at batch 100)",
         "fig24_steps": "iterations per Figure 24 run",
         "fig24_pilot_steps": "the first Figure 24 run length at this scale (0: none); the verdict on the runs' first iterations is the pilot",
+        "fig24_regime_steps": "steps profiled at the start of each Figure 24 run's late window: still oscillating as the paper's?",
         "fig24_seeds": "replicates per Figure 24 setting",
     },
     paper_value={
