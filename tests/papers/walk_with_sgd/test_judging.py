@@ -141,11 +141,11 @@ def test_cos_roles_verdict_leaves_unsettled_runs_out():
     flat_tail = np.array([0.3, -0.3, -0.3, -0.3]) + 0.01 * rng.standard_normal((3, 4))
     v, ev = W.cos_roles_verdict(B, falling, dist, lrs, flat_tail, settled_lr=settled_lr)
     assert v == "reproduced" and ev["lrs_settled"] == [0.05, 0.1, 0.2]
-    # an unsettled batch-size run leaves (1) and (2) undecided
+    # an unsettled batch-size run leaves (1), (2) and (3), which compares with the batch sizes' slope, undecided
     settled_bs = np.ones((3, 4), bool)
     settled_bs[0, 0] = False
     v, ev = W.cos_roles_verdict(B, falling, dist, lrs, flat_tail, settled_bs=settled_bs, settled_lr=settled_lr)
-    assert (ev["status_1"], ev["status_2"], v) == (W.UNDECIDED, W.UNDECIDED, "inconclusive")
+    assert (ev["status_1"], ev["status_2"], ev["status_3"], v) == (W.UNDECIDED, W.UNDECIDED, W.UNDECIDED, "inconclusive")
 
 
 def test_cos_roles_judgement_judges_the_bouncing_runs_and_reports_the_other_versions():

@@ -120,26 +120,53 @@ def test_late_regime_against_profile_and_table2():
     assert early["epoch"] == 1.0 and early["paper_height"] == W.paper_height("mlp", 1)
     with pytest.raises(ValueError, match="SGD"):
         W.late_regime(W.run_walk("mlp", d, lr=0.5, steps=4, seed=0), 0, 2)
+    long = W.run_walk("mlp", d, lr=0.5, steps=304, batch_size=40, seed=0, windows=[(302, 304)])
+    beyond = W.late_regime(long, 302, 304)  # epoch 101: past Table 2's last epoch, no reference
+    assert beyond["epoch"] == pytest.approx(101.0) and not beyond["in_regime"] and np.isnan(beyond["paper_height"])
 
 
-def test_cos_roles_sweep_counts_only_runs_in_the_regime():
-    """Its verdict is cos_roles_judgement's with a run usable only if settled and in the regime at the late window's start
-    (late_regime); a run shared by both sweeps is profiled once; the pilot reports the verdict without the late check."""
-    d = W.digits_split(120)
-    B, R, S, T, K = [20, 40], [0.1, 0.2, 0.4], range(2), 8, 2
-    win = [(T // 2, T // 2 + K)]
-    runs = {("B", b, s): W.run_walk("mlp", d, lr=0.2, steps=T, batch_size=b, seed=s, windows=win) for b in B for s in S}
+def test_cos_roles_sweep_counts_only_runs_in_the_regime(monkeypatch):
+    """Runs with designed cosines (every run leaves its descent early; the cosine falls with B, not with the rate): with every
+    run in the regime the sweep reproduces; a late check that puts two rates past the regime leaves (3) undecided, one that
+    puts a batch size past it leaves (1)-(3) undecided, each named in the details; a batch size still in its descent is named
+    too; a run shared by both sweeps is profiled once; the verdict without the late check is in the pilot."""
+    import types
+
+    B, R, S, T = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2], range(3), 40
+    rng = np.random.default_rng(0)
+
+    def run(level, dist, descent=2):
+        cos = np.r_[np.nan, np.full(descent, 0.5), level + 0.01 * rng.standard_normal(T - 1 - descent)]
+        d = np.r_[np.linspace(0, dist, T + 1)] * (1 + 0.01 * rng.random())
+        return types.SimpleNamespace(traj=types.SimpleNamespace(cos=torch.tensor(cos), dist=torch.tensor(d)), lr=None)
+
+    runs = {("B", b, s): run(-0.1 * np.log2(b / 25) - 0.1, 4.0 - 0.4 * np.log2(b / 25)) for b in B for s in S}
     for r in R:
         for s in S:
-            runs[("lr", r, s)] = runs[("B", 40, s)] if r == 0.2 else W.run_walk("mlp", d, lr=r, steps=T, batch_size=40, seed=s,
-                                                                               windows=win)
-    verdict, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=K, dtype=torch.float64, rtol=1e-12)
-    late = {k: W.late_regime(r, T // 2, T // 2 + K, dtype=torch.float64, rtol=1e-12)["in_regime"] for k, r in runs.items()}
-    inp = W.cos_roles_inputs(runs, B, R, S)
-    inp["settled_bs"] = [[ok and late[("B", b, s)] for b, ok in zip(B, row)] for s, row in zip(S, inp["settled_bs"])]
-    inp["settled_lr"] = [[ok and late[("lr", r, s)] for r, ok in zip(R, row)] for s, row in zip(S, inp["settled_lr"])]
-    assert verdict == W.cos_roles_judgement(B, lrs=R, **inp)[0]
-    assert ev["batch_sizes_past_regime"] == [b for b in B if not all(late[("B", b, s)] for s in S)]
-    assert ev["lrs_past_regime"] == [r for r in R if not all(late[("lr", r, s)] for s in S)]
-    assert "without the late-side regime check" in pilot and len(details) == 3
-    assert W.cos_roles_sweep(runs, B, R, R, S, regime_steps=K, pilot_steps=6, dtype=torch.float64, rtol=1e-12)[1]["pilot_steps"] == 6
+            runs[("lr", r, s)] = runs[("B", 100, s)] if r == 0.1 else run(-0.3, 3.2)
+    past, calls = set(), []
+
+    def fake_late(r, a, b, **kw):
+        calls.append(id(r))
+        assert (a, b) == (T // 2, T // 2 + 3)
+        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05}
+
+    monkeypatch.setattr(W, "late_regime", fake_late)
+    v, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    assert v == "reproduced" and ev["lrs_past_regime"] == [] and len(calls) == len({id(r) for r in runs.values()}) == 21
+    past.update(id(runs[("lr", r, s)]) for r in (0.025, 0.05) for s in (0,))
+    v, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    assert ev["status_3"] == W.UNDECIDED and ev["lrs_past_regime"] == [0.025, 0.05] and v == "inconclusive"
+    assert "rate 0.025, rate 0.05" in details[2] and "without the late-side regime check (the criterion before the fifth " \
+        "review): reproduced" in pilot
+    past.clear()
+    past.add(id(runs[("B", 200, 1)]))
+    v, ev, _, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    assert [ev[f"status_{i}"] for i in (1, 2, 3)] == [W.UNDECIDED] * 3 and ev["batch_sizes_past_regime"] == [200]
+    assert all("batch 200" in d for d in details)
+    past.clear()
+    runs[("B", 25, 2)] = run(-0.1, 4.0, descent=30)  # still in its initial descent at the late window (step 20)
+    v, ev, _, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    assert ev["batch_sizes_in_descent"] == [25] and ev["batch_sizes_past_regime"] == [] and "initial descent when the late " \
+        "window starts: batch 25" in details[0]
+    assert W.cos_roles_decide(ev, "more data", 3, "the paper").startswith("longer runs")

@@ -517,7 +517,8 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     return verdict, evidence
 
 
-def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs, settled_lr, level: float = LEVEL):
+def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs, settled_lr, level: float = LEVEL,
+                        outside: str = "still in their initial descent"):
     """The verdict of Figures 4, 22–24 and the other versions of their criterion, reported beside
     it (``pilot``). Judged: :func:`cos_roles_verdict` with the regime condition (``settled_bs`` /
     ``settled_lr``, see :func:`settled`): the curves are compared at equal iterations, among the
@@ -528,7 +529,8 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
     if all three, partially if (1) and one other, not reproduced otherwise; (b) every run counted,
     also those still in their initial descent (``every_run_verdict``). The evidence adds the 95 %
     t interval of the rate slope (``cos_slope_lr_ci``), since part (3) can hold on its mean.
-    Returns ``(verdict, evidence, pilot)``."""
+    ``outside`` names, in ``pilot``, what the runs left out are (the flags may also carry the late
+    side of the regime, see :func:`cos_roles_sweep`). Returns ``(verdict, evidence, pilot)``."""
     from ...stats import slope_t
 
     verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
@@ -550,7 +552,7 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
               every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first)
     pilot = (f"first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
              f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; every run counted, also "
-             f"those still in their initial descent (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}"
+             f"those {outside} (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}"
              f"{'' if ev['batch_runs_settled'] else '; some batch-size runs too'}; slope "
              f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, two-sided p "
              f"{ev_all['cos_slope_lr_p_two_sided']:.2g}): {v_all}")
@@ -567,11 +569,13 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
     did at its start (:func:`late_regime`); the parts then follow :func:`cos_roles_judgement`.
     ``pilot_steps`` (``0 < pilot_steps < T``): the verdict on the runs' first iterations, the first
     run length, is reported too. Returns ``(verdict, evidence, pilot, details)``: ``pilot`` the
-    other versions' verdicts (without the late-side check, the criterion before the fourth review;
+    other versions' verdicts (without the late-side check, the criterion before the fifth review;
     on the first iterations; the versions of :func:`cos_roles_judgement`), ``details`` one line per
     part for :func:`parts_reasons`. The evidence adds the late window's mean height, epoch and
-    the paper's height there per setting (``late_*_by_batch`` / ``_by_lr``) and the settings with
-    a run past the regime (``batch_sizes_past_regime``, ``lrs_past_regime``)."""
+    the paper's height there per setting (``late_*_by_batch`` / ``_by_lr``), the settings with a
+    run past the regime (``batch_sizes_past_regime``, ``lrs_past_regime``) or still in its initial
+    descent (``batch_sizes_in_descent``, ``lrs_in_descent``), and ``lrs_outside_regime`` (either;
+    what :func:`cos_roles_judgement` calls ``lrs_unsettled``)."""
     keys = [("B", b) for b in batch_sizes] + [("lr", k) for k in rate_keys]
     T = next(iter(runs.values())).traj.cos.shape[0]
     late, seen = {}, {}
@@ -585,15 +589,20 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
     no_late = dict(inp)
     for side, key, vals in (("settled_bs", "B", batch_sizes), ("settled_lr", "lr", rate_keys)):
         inp[side] = [[ok and late[(key, v, s)]["in_regime"] for v, ok in zip(vals, row)] for s, row in zip(seeds, inp[side])]
-    verdict, ev, pilot = cos_roles_judgement(batch_sizes, lrs=rates, level=level, **inp)
+    verdict, ev, pilot = cos_roles_judgement(batch_sizes, lrs=rates, level=level, outside="outside the regime", **inp)
+    early_b, early_lr = np.asarray(no_late["settled_bs"], bool).all(0), np.asarray(no_late["settled_lr"], bool).all(0)
+    descent_b = [b for b, ok in zip(batch_sizes, early_b) if not ok]  # a seed still in its initial descent
+    descent_r = [r for r, ok in zip(rates, early_lr) if not ok]
     past_b = [b for b in batch_sizes if not all(late[("B", b, s)]["in_regime"] for s in seeds)]
     past_r = [r for k, r in zip(rate_keys, rates) if not all(late[("lr", k, s)]["in_regime"] for s in seeds)]
     for key, vals, tag in (("B", batch_sizes, "batch"), ("lr", rate_keys, "lr")):
         for f in ("height", "epoch", "paper_height"):
             ev[f"late_{f}_by_{tag}"] = [float(np.mean([late[(key, v, s)][f] for s in seeds])) for v in vals]
+    ev["lrs_outside_regime"] = ev.pop("lrs_unsettled")  # either side of the regime
     ev.update(batch_sizes_past_regime=[int(b) for b in past_b], lrs_past_regime=[float(r) for r in past_r],
+              batch_sizes_in_descent=[int(b) for b in descent_b], lrs_in_descent=[float(r) for r in descent_r],
               regime_steps=regime_steps)
-    versions = [f"without the late-side regime check (the criterion before the fourth review): "
+    versions = [f"without the late-side regime check (the criterion before the fifth review): "
                 f"{cos_roles_judgement(batch_sizes, lrs=rates, level=level, **no_late)[0]}"]
     if 0 < pilot_steps < T:
         v_p, ev_p, pilot_p = cos_roles_judgement(batch_sizes, lrs=rates, level=level,
@@ -605,17 +614,20 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
                else "; fewer than three rates settled") + f"); the other versions on those iterations: {pilot_p}")
         ev.update(pilot_steps=pilot_steps, pilot_verdict=v_p, pilot_lrs_unsettled=ev_p["lrs_unsettled"])
     pilot = "; ".join(versions + [f"on the whole runs: {pilot}"])
-    unsettled = [f"{v:g}" for v in ev["lrs_unsettled"] if v not in past_r]
-    fitted = ("; past the paper's regime at the late window (mean height below a tenth of Table 2's at their epoch): "
-              + ", ".join([f"batch {b}" for b in past_b] + [f"rate {r:g}" for r in past_r])) if past_b or past_r else ""
-    details = [f"slope per doubling of B {ev['cos_slope_per_doubling_B']:+.3f}, one-sided p {ev['cos_slope_p']:.2g}" + fitted,
-               f"log-distance slope {ev['logdist_slope_per_doubling_B']:+.3f}, p {ev['logdist_slope_p']:.2g}" + fitted,
+
+    def named(bs, rs):
+        return ", ".join([f"batch {b}" for b in bs] + [f"rate {r:g}" for r in rs])
+
+    outside = "".join(
+        [f"; still in their initial descent when the late window starts: {named(descent_b, descent_r)}" if descent_b or descent_r
+         else "", f"; past the paper's regime at the late window (mean height below a tenth of Table 2's at their epoch): "
+         f"{named(past_b, past_r)}" if past_b or past_r else ""])
+    details = [f"slope per doubling of B {ev['cos_slope_per_doubling_B']:+.3f}, one-sided p {ev['cos_slope_p']:.2g}" + outside,
+               f"log-distance slope {ev['logdist_slope_per_doubling_B']:+.3f}, p {ev['logdist_slope_p']:.2g}" + outside,
                (f"slope per doubling of the rate {ev['cos_slope_per_doubling_lr']:+.3f} (95% CI {ev['cos_slope_lr_ci'][0]:+.3f} "
                 f"to {ev['cos_slope_lr_ci'][1]:+.3f}) over the rates in the regime (two-sided p {ev['cos_slope_lr_p_two_sided']:.2g})"
                 if len(ev["lrs_settled"]) >= 3 else f"fewer than three rates in the regime ("
-                f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})")
-               + (f"; rates still in their initial descent at the late window: {', '.join(unsettled)}" if unsettled else "")
-               + fitted]
+                f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})") + outside]
     return verdict, ev, pilot, details
 
 
@@ -629,16 +641,16 @@ COS_ROLES_CRITERION = (
     "batch-size run is outside the regime; reproduced if all hold, not reproduced if (1) fails, partially if some hold and "
     "some fail, inconclusive if none fails and some are undecided. Revised on review four times: the first version compared "
     "the range of seed means over the rates with half that over the batch sizes, without a test or a regime condition; the "
-    "second added the early side of the regime; the third counted every run; the fourth restored the early side, added the "
-    "late side and lengthened the runs")
+    "second added the early side of the regime; the third counted every run; the fourth restored the early side; the fifth "
+    "added the late side")
 
 
 def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
     """What would decide Figures 4, 22–24 where :func:`cos_roles_sweep` leaves a part undecided:
     longer runs where a rate is still in its initial descent, a task not fitted before the late
     window (``more_data``) where a run is past the regime, more seeds, or the ``paper`` scale."""
-    unsettled = [v for v in ev["lrs_unsettled"] if v not in ev["lrs_past_regime"]]
-    parts = (["longer runs, so that every rate leaves its initial descent before the late window"] if unsettled else []) + (
+    parts = (["longer runs, so that every run leaves its initial descent before the late window"]
+             if ev["lrs_in_descent"] or ev["batch_sizes_in_descent"] else []) + (
         [f"a task the stand-in has not fitted by the late window ({more_data}: its heights there are below a tenth of the "
          "paper's)"] if ev["batch_sizes_past_regime"] or ev["lrs_past_regime"] else [])
     return ", ".join(parts + [f"more seeds than {seeds}"]) + f"; or {paper}"
