@@ -66,7 +66,7 @@ def test_onset_and_window_metrics_against_loops():
     assert m["barriers"] == sum(L[s, 1:-1].max() > max(L[s, 0], L[s, -1]) for s in range(2, 9))
     exc = [L[s, 1:-1].max() - max(L[s, 0], L[s, -1]) for s in range(12)]
     assert m["significant_barriers"] == sum(exc[s] > 0 and exc[s] / abs(L[s, 0]) >= W.SIGNIFICANT_EXCESS for s in range(2, 9))
-    assert 0 < m["significant_barriers"] <= m["barriers"] and m["valley_pairs"] == len(pairs)
+    assert 0 < m["significant_barriers"] <= m["barriers"] and m["valley_pairs"] == len(pairs) and m["valley_rises"] == len(rises)
     assert m["cos_mean"] == pytest.approx(cos[2:9].mean())
     assert m["mean_height"] == pytest.approx(np.mean([(L[s, 0] + L[s, -1] - 2 * floor[s]) / 2 for s in range(2, 9)]))
 

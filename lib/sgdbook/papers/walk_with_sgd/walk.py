@@ -359,7 +359,8 @@ def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = 
     interior minimum, the fraction of consecutive pairs of such segments whose floor rises
     (``nan`` without pairs), barriers (with the noise tolerance and raw), the mean height, the
     largest barrier excess relative to the loss at the step, the barriers whose relative excess is
-    at least :data:`SIGNIFICANT_EXCESS`, the number of valley pairs behind the rise fraction, and
+    at least :data:`SIGNIFICANT_EXCESS`, the valley pairs behind the rise fraction and the rises among
+    them (``valley_pairs``, ``valley_rises``), and
     the mean cosine over the same steps (``cos`` sliced to the window, ``[S]``); segments
     ``start … stop − 1`` only (pairs within them)."""
     stop = prof.segments if stop is None else stop
@@ -381,6 +382,7 @@ def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = 
         "max_rel_excess": float(rel.max()),
         "significant_barriers": int((prof.barrier[start:stop] & (rel >= SIGNIFICANT_EXCESS)).sum()),
         "valley_pairs": n_pairs,
+        "valley_rises": int(rises.sum()),
         "cos_mean": float(np.nanmean(c)) if np.isfinite(c).any() else float("nan"),
         "noise": float(prof.noise),
     }
