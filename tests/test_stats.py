@@ -50,6 +50,14 @@ def test_step_changes_counts_only_significant_rises():
     assert sc2.significant_down.tolist() == [True, False, True]
 
 
+def test_slopes_match_polyfit_per_replicate():
+    rng = np.random.default_rng(5)
+    x, y = np.log2([25, 50, 100, 200]), rng.standard_normal((4, 4))
+    np.testing.assert_allclose(stats.slopes(x, y), [np.polyfit(x, row, 1)[0] for row in y], rtol=1e-12)
+    with pytest.raises(ValueError, match="replicates"):
+        stats.slopes(x, y[:, :3])
+
+
 def test_slope_t_treats_replicates_as_units():
     x = np.arange(10.0)
     rng = np.random.default_rng(2)

@@ -190,20 +190,24 @@ def step_changes(curves, level: float = 0.05) -> StepChanges:
     return StepChanges(t=t, p_up=p_up, p_down=p_down, significant_up=p_up < cut, significant_down=p_down < cut, level=level)
 
 
-def slope_t(x, curves) -> TTest:
-    """Trend of a curve over replicates: the least-squares slope of each replicate's curve against
-    ``x``, tested across replicates with a one-sample t test (df = replicates − 1).
-
-    The replicate is the unit, so dependence between the points of one curve (autocorrelated
-    training measurements) does not inflate the evidence.
-    """
+def slopes(x, curves) -> np.ndarray:
+    """The least-squares slope of each replicate's curve (a row of ``curves``) against ``x``."""
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(curves, dtype=float)
     if y.ndim != 2 or y.shape[1] != x.size:
         raise ValueError(f"curves must be [replicates, {x.size}], got shape {y.shape}")
     xc = x - x.mean()
-    slopes = (y - y.mean(1, keepdims=True)) @ xc / (xc @ xc)
-    return one_sample_t(slopes)
+    return (y - y.mean(1, keepdims=True)) @ xc / (xc @ xc)
+
+
+def slope_t(x, curves) -> TTest:
+    """Trend of a curve over replicates: the least-squares slope of each replicate's curve against
+    ``x`` (:func:`slopes`), tested across replicates with a one-sample t test (df = replicates − 1).
+
+    The replicate is the unit, so dependence between the points of one curve (autocorrelated
+    training measurements) does not inflate the evidence.
+    """
+    return one_sample_t(slopes(x, curves))
 
 
 def verdict_from(met, *, partial_if_any: bool = True) -> str:

@@ -355,3 +355,34 @@ def test_pooled_rate_status():
     assert W.pooled_rate_status([0, 0, 5], [0, 10, 10], 0.2, at_least=True)[1] == 0.25  # an empty cluster drops out
     with pytest.raises(ValueError):
         W.pooled_rate_status([5], [3], 0.2, at_least=True)
+
+
+def test_cos_roles_part3_fails_only_beyond_its_threshold():
+    """(3) fails when the rate slope is significantly beyond half the batch slope (the per-seed excess, paired over seeds,
+    against scipy's one-sample t test on np.polyfit slopes), not merely significantly non-zero."""
+    from scipy import stats as sps
+
+    B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
+    lb, ll = np.log2(B), np.log2(lrs)
+    rng = np.random.default_rng(3)
+    falling = -0.1 * lb + 0.003 * rng.standard_normal((3, 4))  # batch slope -0.1 per doubling
+    dist = np.exp(-0.1 * lb) * (1 + 0.01 * rng.standard_normal((3, 4)))
+    near = -0.06 * ll + np.array([[0.0], [0.02], [-0.02]]) * ll + 0.002 * rng.standard_normal((3, 4))
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, near)
+    b = [np.polyfit(lb, row, 1)[0] for row in falling]
+    r = [np.polyfit(ll, row, 1)[0] for row in near]
+    excess = np.sign(np.mean(r)) * np.array(r) - 0.5 * np.sign(np.mean(b)) * np.array(b)
+    assert ev["cos_slope_lr_excess"] == pytest.approx(excess.mean())
+    assert ev["cos_slope_lr_excess_p_two_sided"] == pytest.approx(sps.ttest_1samp(excess, 0.0).pvalue)
+    assert ev["cos_slope_lr_p_two_sided"] < 0.05 < ev["cos_slope_lr_excess_p_two_sided"]  # non-zero, not beyond half
+    assert ev["status_3"] == W.UNDECIDED and v == "inconclusive"
+    assert W.cos_roles_verdict(B, falling, dist, lrs, near, part3_against="zero")[1]["status_3"] == W.FAILS
+    _, ev_j, pilot = W.cos_roles_judgement(B, falling, dist, lrs, near, settled_bs=np.ones((3, 4), bool),
+                                           settled_lr=np.ones((3, 4), bool))
+    assert ev_j["part3_against_zero_verdict"] == "partially-reproduced" and "before the sixth review" in pilot
+    # well beyond half the batch slope in every seed: fails; rising with the rate: the same on the other side
+    far = -0.2 * ll + 0.002 * rng.standard_normal((3, 4))
+    assert W.cos_roles_verdict(B, falling, dist, lrs, far)[1]["status_3"] == W.FAILS
+    assert W.cos_roles_verdict(B, falling, dist, lrs, -far)[1]["status_3"] == W.FAILS
+    with pytest.raises(ValueError, match="part3_against"):
+        W.cos_roles_verdict(B, falling, dist, lrs, near, part3_against="mean")
