@@ -170,3 +170,53 @@ def test_cos_roles_sweep_counts_only_runs_in_the_regime(monkeypatch):
     assert ev["batch_sizes_in_descent"] == [25] and ev["batch_sizes_past_regime"] == [] and "initial descent when the late " \
         "window starts: batch 25" in details[0]
     assert W.cos_roles_decide(ev, "more data", 3, "the paper").startswith("longer runs")
+
+
+def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
+    """With a batch size past the regime the lazy sweep gives cos_roles_sweep's verdict (inconclusive) without running a rate;
+    with every batch size inside it, it runs the rates (the shared run once) and gives the whole sweep's verdict and parts."""
+    import types
+
+    B, R, S, T = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2], range(3), 40
+    rng = np.random.default_rng(4)
+
+    def run(level, dist):
+        cos = np.r_[np.nan, 0.5, 0.5, level + 0.01 * rng.standard_normal(T - 3)]
+        d = np.linspace(0, dist, T + 1) * (1 + 0.01 * rng.random())
+        return types.SimpleNamespace(traj=types.SimpleNamespace(cos=torch.tensor(cos), dist=torch.tensor(d)), lr=None)
+
+    runs = {("B", b, s): run(-0.1 * np.log2(b / 25) - 0.1, 4.0 - 0.4 * np.log2(b / 25)) for b in B for s in S}
+    runs.update({("lr", r, s): runs[("B", 100, s)] if r == 0.1 else run(-0.3 + 0.05 * np.log2(r / 0.1), 3.2)
+                 for r in R for s in S})
+    past, made = set(), []
+
+    def fake_late(r, a, b, **kw):
+        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05}
+
+    def make(key, v, s):
+        made.append((key, v, s))
+        return runs[(key, v, s)]
+
+    monkeypatch.setattr(W, "late_regime", fake_late)
+    full = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    v, summary = W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 100))
+    assert v == full[0] and summary["rates_run"] and [summary[f"status_{i}"] for i in (1, 2, 3)] == [
+        full[1][f"status_{i}"] for i in (1, 2, 3)]
+    assert sorted(made, key=str) == sorted([("B", b, s) for b in B for s in S] + [("lr", r, s) for r in R if r != 0.1 for s in S],
+                                           key=str)
+    past.add(id(runs[("B", 50, 2)]))
+    made.clear()
+    v, summary = W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 100))
+    assert v == W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)[0] == "inconclusive"
+    assert summary["batch_sizes_past_regime"] == [50] and not summary["rates_run"] and all(k[0] == "B" for k in made)
+    assert summary["late_paper_height_by_batch"] == pytest.approx([0.05] * 4)
+
+
+def test_sweep_split_and_the_mlp_side():
+    cfg = {"sweep_data": "digits", "sweep_n_train": 100, "paper_models": False}
+    d = W.sweep_split(cfg, "cpu")
+    assert d["cnn"] is d["mlp"] and d["cnn"].x.shape == (100, 1, 8, 8)
+    net = W.make_model("mlp", cfg, torch.Generator().manual_seed(0), side=14)
+    assert net(torch.zeros(3, 1, 14, 14)).shape == (3, 10)
+    with pytest.raises(ValueError, match="sweep_data"):
+        W.sweep_split(cfg | {"sweep_data": "cifar"}, "cpu")

@@ -90,6 +90,7 @@ def lr_and_batch(cfg: Settings, device: torch.device) -> None:
     assert list(cfg["t2_epochs"]) == [1, 10, 25, 100] and cfg["t2_train_epochs"] == 100
     assert cfg["batch_size"] in cfg["batch_sizes"] and 1.0 in cfg["lr_factors"]
     assert max(cfg["fn_ks"]) * cfg["fn_batch"] <= cfg["n_train"]
+    assert cfg["sweep_data"] == "paper" and not cfg["digits_pilot"]  # the sweeps on CIFAR-10 and MNIST (walk.sweep_split)
     for role, lr in _rates(cfg).items():
         if role != "cnn-nobn":
             _step(role, cfg, device, lr=lr * max(cfg["lr_factors"]), batch=True)

@@ -163,18 +163,38 @@ def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> Walk
                        eval_n=cfg["eval_n"], device=device)
 
 
-def make_model(role: str, cfg, generator: torch.Generator) -> nn.Module:
-    """The network of ``role`` at the chapter's settings: the stand-in, or the paper's network when
-    ``cfg["paper_models"]`` (VGG-11, VGG-11 without batch norm, ResNet-56, the MLP)."""
+def sweep_split(cfg, device) -> dict[str, WalkData]:
+    """The data of each stand-in in the sweeps of Figures 4, 22, 23 (chapter 03), by
+    ``cfg["sweep_data"]``: ``"fashion"`` (Fashion-MNIST, ``cfg["sweep_n_train"]`` images at
+    ``cfg["sweep_side"]``², one split for all three), ``"digits"`` (``cfg["sweep_n_train"]``
+    digits) or ``"paper"`` (:func:`role_data`: CIFAR-10 and MNIST where they load)."""
+    kind = cfg["sweep_data"]
+    if kind == "paper":
+        return {role: role_data(role, cfg, device) for role in ("cnn", "resnet", "mlp")}
+    if kind == "fashion":
+        data = fashion_split(cfg["sweep_n_train"], cfg["sweep_side"], device=device)
+    elif kind == "digits":
+        data = digits_split(cfg["sweep_n_train"], device=device)
+    else:
+        raise ValueError(f"unknown sweep_data {kind!r}: use 'fashion', 'digits' or 'paper'")
+    return dict.fromkeys(("cnn", "resnet", "mlp"), data)
+
+
+def make_model(role: str, cfg, generator: torch.Generator, side: int = 8) -> nn.Module:
+    """The network of ``role`` at the chapter's settings: the stand-in (for ``side``×``side``
+    images), or the paper's network when ``cfg["paper_models"]`` (VGG-11, VGG-11 without batch
+    norm, ResNet-56, the MLP)."""
     if not cfg["paper_models"]:
-        return standin(role, generator)
+        return standin(role, generator, side)
     if role == "cnn-nobn":
         return vgg(bn=False, generator=generator)
     return paper_model({"cnn": "vgg11", "resnet": "resnet56", "mlp": "mlp"}[role], generator)
 
 
-def standin(name: str, generator: torch.Generator) -> nn.Module:
-    """The stand-in network ``name`` (one of :data:`STANDINS`) for 1×8×8 inputs, initialised from ``generator``."""
+def standin(name: str, generator: torch.Generator, side: int = 8) -> nn.Module:
+    """The stand-in network ``name`` (one of :data:`STANDINS`) for 1×``side``×``side`` inputs
+    (8: digits; the convolutional nets take any side, the MLP ``side²`` inputs), initialised from
+    ``generator``."""
     if name == "cnn":
         return small_cnn((8, 16, 32), (32,), bn=True, generator=generator)
     if name == "cnn-nobn":
@@ -182,7 +202,7 @@ def standin(name: str, generator: torch.Generator) -> nn.Module:
     if name == "resnet":
         return preact_resnet(1, (4, 8, 16), generator=generator)
     if name == "mlp":
-        return mlp([64, 128, 128, 10], bias=True, bn=True, generator=generator, init="kaiming_uniform")
+        return mlp([side * side, 128, 128, 10], bias=True, bn=True, generator=generator, init="kaiming_uniform")
     raise ValueError(f"unknown stand-in {name!r}: use one of {', '.join(STANDINS)}")
 
 
@@ -579,7 +599,7 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
 
 
 def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps: int, pilot_steps: int = 0,
-                    dtype: torch.dtype | None = None, rtol: float = 1e-6, level: float = LEVEL):
+                    dtype: torch.dtype | None = None, rtol: float = 1e-6, level: float = LEVEL, regime=None):
     """Figures 4, 22–24 judged on a sweep: ``runs[("B", b, s)]`` at the batch sizes and
     ``runs[("lr", k, s)]`` for ``k`` in ``rate_keys`` (run at the learning rates ``rates``), every
     run ``T`` iterations long with a stored window at ``T/2 … T/2 + regime_steps`` (the start of its
@@ -594,10 +614,11 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
     the paper's height there per setting (``late_*_by_batch`` / ``_by_lr``), the settings with a
     run past the regime (``batch_sizes_past_regime``, ``lrs_past_regime``) or still in its initial
     descent (``batch_sizes_in_descent``, ``lrs_in_descent``), and ``lrs_outside_regime`` (either;
-    what :func:`cos_roles_judgement` calls ``lrs_unsettled``)."""
+    what :func:`cos_roles_judgement` calls ``lrs_unsettled``). ``regime``: :func:`late_regime`'s
+    results already measured, by run key (those runs are not profiled again)."""
     keys = [("B", b) for b in batch_sizes] + [("lr", k) for k in rate_keys]
     T = next(iter(runs.values())).traj.cos.shape[0]
-    late, seen = {}, {}
+    late, seen = {}, {id(runs[k]): v for k, v in (regime or {}).items()}
     for key, v in keys:
         for s in seeds:
             r = runs[(key, v, s)]
@@ -649,6 +670,42 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
                 if len(ev["lrs_settled"]) >= 3 else f"fewer than three rates in the regime ("
                 f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})") + outside]
     return verdict, ev, pilot, details
+
+
+def cos_roles_batch_first(make_run, batch_sizes, rate_keys, rates, seeds, *, regime_steps: int, shared=None,
+                          dtype: torch.dtype | None = None, rtol: float = 1e-6, level: float = LEVEL):
+    """:func:`cos_roles_sweep`'s verdict on a sweep run lazily, the batch sizes first.
+    ``make_run(key, v, s)`` runs setting ``("B", b)`` or ``("lr", k)`` for seed ``s`` (stored window
+    at ``T/2 … T/2 + regime_steps``); ``shared = (k, b)``: rate ``k``'s run is batch size ``b``'s.
+    If a batch-size run is outside the regime (still in its initial descent when the late window
+    starts, or past the paper's regime there), :func:`cos_roles_verdict` leaves every part
+    undecided whatever the rates give, so the verdict is ``inconclusive`` and the rates are not
+    run; otherwise they are, and :func:`cos_roles_sweep` judges the whole sweep (the batch-size
+    runs are not profiled again). Returns ``(verdict, summary)``: the batch sizes outside the
+    regime (``batch_sizes_past_regime``, ``batch_sizes_in_descent``), the late window's mean
+    height, epoch and the paper's height per batch size, ``rates_run``, and, when the rates ran,
+    the statuses of the parts."""
+    runs = {("B", b, s): make_run("B", b, s) for s in seeds for b in batch_sizes}
+    T = next(iter(runs.values())).traj.cos.shape[0]
+    late = {k: late_regime(r, T // 2, T // 2 + regime_steps, dtype=dtype, rtol=rtol) for k, r in runs.items()}
+    left = {k: settled(r.traj.cos.cpu().numpy(), T // 2) for k, r in runs.items()}
+    summary = {
+        "batch_sizes_past_regime": [int(b) for b in batch_sizes if not all(late[("B", b, s)]["in_regime"] for s in seeds)],
+        "batch_sizes_in_descent": [int(b) for b in batch_sizes if not all(left[("B", b, s)] for s in seeds)],
+        **{f"late_{f}_by_batch": [float(np.mean([late[("B", b, s)][f] for s in seeds])) for b in batch_sizes]
+           for f in ("height", "epoch", "paper_height")},
+        "rates_run": False,
+    }
+    if summary["batch_sizes_past_regime"] or summary["batch_sizes_in_descent"]:
+        return "inconclusive", summary
+    for k in rate_keys:
+        for s in seeds:
+            runs[("lr", k, s)] = (runs[("B", shared[1], s)] if shared is not None and k == shared[0]
+                                  else make_run("lr", k, s))
+    verdict, ev, _, _ = cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, regime_steps=regime_steps, dtype=dtype,
+                                        rtol=rtol, level=level, regime=late)
+    summary.update(rates_run=True, **{f"status_{i}": ev[f"status_{i}"] for i in (1, 2, 3)})
+    return verdict, summary
 
 
 #: The criterion of Figures 4, 22–24 as the ledger states it (:func:`cos_roles_sweep`).
