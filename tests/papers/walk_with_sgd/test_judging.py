@@ -373,8 +373,10 @@ def test_cos_roles_part3_fails_only_beyond_its_threshold():
     r = [np.polyfit(ll, row, 1)[0] for row in near]
     excess = np.sign(np.mean(r)) * np.array(r) - 0.5 * np.sign(np.mean(b)) * np.array(b)
     assert ev["cos_slope_lr_excess"] == pytest.approx(excess.mean())
-    assert ev["cos_slope_lr_excess_p_two_sided"] == pytest.approx(sps.ttest_1samp(excess, 0.0).pvalue)
-    assert ev["cos_slope_lr_p_two_sided"] < 0.05 < ev["cos_slope_lr_excess_p_two_sided"]  # non-zero, not beyond half
+    assert ev["cos_slope_lr_excess_p"] == pytest.approx(sps.ttest_1samp(excess, 0.0, alternative="greater").pvalue)
+    lo, hi = sps.t.interval(0.95, len(excess) - 1, loc=excess.mean(), scale=sps.sem(excess))
+    assert ev["cos_slope_lr_excess_ci"] == pytest.approx([lo, hi])
+    assert ev["cos_slope_lr_p_two_sided"] < 0.05 < ev["cos_slope_lr_excess_p"]  # non-zero, not beyond half
     assert ev["status_3"] == W.UNDECIDED and v == "inconclusive"
     assert W.cos_roles_verdict(B, falling, dist, lrs, near, part3_against="zero")[1]["status_3"] == W.FAILS
     _, ev_j, pilot = W.cos_roles_judgement(B, falling, dist, lrs, near, settled_bs=np.ones((3, 4), bool),

@@ -210,6 +210,8 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     assert v == W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)[0] == "inconclusive"
     assert summary["batch_sizes_past_regime"] == [50] and not summary["rates_run"] and all(k[0] == "B" for k in made)
     assert summary["late_paper_height_by_batch"] == pytest.approx([0.05] * 4)
+    with pytest.raises(ValueError, match="shared batch size 300"):
+        W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 300))
 
 
 def test_sweep_split_and_the_mlp_side():

@@ -477,6 +477,12 @@ def late_mean_cos(traj: Trajectory, frac: float = 0.5) -> float:
     return float(np.nanmean(c[int(len(c) * (1 - frac)) :]))
 
 
+def _t_quantile(df: float, level: float = 0.95) -> float:
+    from scipy.stats import t as student
+
+    return float(student.ppf(0.5 + level / 2, df))
+
+
 def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = LEVEL, *, settled_bs=None, settled_lr=None,
                       part3_against: str = "threshold"):
     """The criterion of Figures 4, 22–24. ``cos_bs``/``dist_bs`` are ``[seeds, len(batch_sizes)]``
@@ -493,9 +499,9 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     all settled (at least three, else undecided), holds if the mean slope per doubling of the rate
     is at most half (in size) the batch size's, fails if it is significantly beyond that threshold:
     per seed, the excess ``±slope_lr − ½·|slope_B|`` (signs those of the mean slopes; the seeds
-    pair the two sweeps) has a positive mean with two-sided t p < ``level``
-    (``part3_against="zero"``: the version before the sixth review, significantly non-zero rate
-    slope). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
+    pair the two sweeps; its mean is ``|mean slope_lr| − ½·|mean slope_B|``) is positive, one-sided
+    t p < ``level`` (``part3_against="zero"``: the version before the sixth review, a rate slope
+    significantly non-zero, two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
     batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
     from ...stats import one_sample_t, slope_t, slopes
@@ -529,7 +535,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
         st3 = HOLDS
     else:
-        st3 = FAILS if (s_lr if part3_against == "zero" else excess).p_two_sided < level else UNDECIDED
+        st3 = FAILS if (s_lr.p_two_sided if part3_against == "zero" else excess.p_greater) < level else UNDECIDED
     statuses = [st1, st2, st3]
     verdict = parts_verdict(statuses, key=(0,))
     evidence = {
@@ -541,7 +547,9 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
         "cos_slope_per_doubling_lr": s_lr.effect if s_lr else float("nan"),
         "cos_slope_lr_p_two_sided": s_lr.p_two_sided if s_lr else float("nan"),
         "cos_slope_lr_excess": excess.effect if excess else float("nan"),
-        "cos_slope_lr_excess_p_two_sided": excess.p_two_sided if excess else float("nan"),
+        "cos_slope_lr_excess_p": excess.p_greater if excess else float("nan"),
+        "cos_slope_lr_excess_ci": ([excess.effect - _t_quantile(excess.df) * excess.se,
+                                    excess.effect + _t_quantile(excess.df) * excess.se] if excess else [float("nan")] * 2),
         "lrs_settled": [float(v) for v, k in zip(lrs, keep) if k],
         "batch_runs_settled": bool(set_bs.all()),
         "cos_range_over_B": float(np.ptp(cos_bs.mean(0))), "cos_range_over_lr": float(np.ptp(cos_lr.mean(0))),
@@ -587,14 +595,15 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
     ev.update(lrs_unsettled=[float(v) for v in lrs if float(v) not in ev["lrs_settled"]], cos_slope_lr_ci=ci,
               every_run_verdict=v_all, every_run_cos_slope_per_doubling_lr=ev_all["cos_slope_per_doubling_lr"],
               every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first,
+              every_run_cos_slope_lr_excess=ev_all["cos_slope_lr_excess"], every_run_cos_slope_lr_excess_p=ev_all["cos_slope_lr_excess_p"],
               part3_against_zero_verdict=v_zero)
     pilot = (f"(3) failed on a rate slope significantly non-zero instead of significantly beyond half the batch slope (the "
              f"criterion before the sixth review): {v_zero}; first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
              f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; every run counted, also "
              f"those {outside} (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}"
              f"{'' if ev['batch_runs_settled'] else '; some batch-size runs too'}; slope "
-             f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, two-sided p "
-             f"{ev_all['cos_slope_lr_p_two_sided']:.2g}): {v_all}")
+             f"per doubling of the rate {ev_all['cos_slope_per_doubling_lr']:+.3f}, beyond half the batch slope by "
+             f"{ev_all['cos_slope_lr_excess']:+.3f}, one-sided p {ev_all['cos_slope_lr_excess_p']:.2g}): {v_all}")
     return verdict, ev, pilot
 
 
@@ -665,8 +674,10 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
     details = [f"slope per doubling of B {ev['cos_slope_per_doubling_B']:+.3f}, one-sided p {ev['cos_slope_p']:.2g}" + outside,
                f"log-distance slope {ev['logdist_slope_per_doubling_B']:+.3f}, p {ev['logdist_slope_p']:.2g}" + outside,
                (f"slope per doubling of the rate {ev['cos_slope_per_doubling_lr']:+.3f} (95% CI {ev['cos_slope_lr_ci'][0]:+.3f} "
-                f"to {ev['cos_slope_lr_ci'][1]:+.3f}) over the rates in the regime, beyond half the batch slope by "
-                f"{ev['cos_slope_lr_excess']:+.3f} (paired over seeds, two-sided p {ev['cos_slope_lr_excess_p_two_sided']:.2g})"
+                f"to {ev['cos_slope_lr_ci'][1]:+.3f}{', excluding 0: the rate moves the cosine' if ev['cos_slope_lr_ci'][0] > 0 or ev['cos_slope_lr_ci'][1] < 0 else ''}) "
+                f"over the rates in the regime; beyond half the batch slope by {ev['cos_slope_lr_excess']:+.3f} (paired over "
+                f"seeds, 95% CI {ev['cos_slope_lr_excess_ci'][0]:+.3f} to {ev['cos_slope_lr_excess_ci'][1]:+.3f}, one-sided p "
+                f"{ev['cos_slope_lr_excess_p']:.2g})"
                 if len(ev["lrs_settled"]) >= 3 else f"fewer than three rates in the regime ("
                 f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})") + outside]
     return verdict, ev, pilot, details
@@ -685,6 +696,8 @@ def cos_roles_batch_first(make_run, batch_sizes, rate_keys, rates, seeds, *, reg
     regime (``batch_sizes_past_regime``, ``batch_sizes_in_descent``), the late window's mean
     height, epoch and the paper's height per batch size, ``rates_run``, and, when the rates ran,
     the statuses of the parts."""
+    if shared is not None and shared[1] not in batch_sizes:
+        raise ValueError(f"shared batch size {shared[1]} is not one of the batch sizes {list(batch_sizes)}")
     runs = {("B", b, s): make_run("B", b, s) for s in seeds for b in batch_sizes}
     T = next(iter(runs.values())).traj.cos.shape[0]
     late = {k: late_regime(r, T // 2, T // 2 + regime_steps, dtype=dtype, rtol=rtol) for k, r in runs.items()}
@@ -697,7 +710,7 @@ def cos_roles_batch_first(make_run, batch_sizes, rate_keys, rates, seeds, *, reg
         "rates_run": False,
     }
     if summary["batch_sizes_past_regime"] or summary["batch_sizes_in_descent"]:
-        return "inconclusive", summary
+        return parts_verdict([UNDECIDED] * 3, key=(0,)), summary  # cos_roles_verdict: every part undecided
     for k in rate_keys:
         for s in seeds:
             runs[("lr", k, s)] = (runs[("B", shared[1], s)] if shared is not None and k == shared[0]
@@ -715,7 +728,7 @@ COS_ROLES_CRITERION = (
     ">= 0.1 x Table 2's at their epoch): (1) slope vs log2 B < 0, one-sided t over seeds p < 0.05 (fails if significantly "
     "> 0); (2) the same for log final distance; (3) over the rates whose runs are all in the regime (>= 3, else undecided): "
     "|mean slope vs log2 lr| <= half |slope vs log2 B| holds; fails if the per-seed excess of the rate slope over half the "
-    "batch slope (paired over seeds) is positive with two-sided t p < 0.05; (1)-(3) undecided if a "
+    "batch slope (paired over seeds) is positive, one-sided t p < 0.05; (1)-(3) undecided if a "
     "batch-size run is outside the regime; reproduced if all hold, not reproduced if (1) fails, partially if some hold and "
     "some fail, inconclusive if none fails and some are undecided. Revised on review five times: the first version compared "
     "the range of seed means over the rates with half that over the batch sizes, without a test or a regime condition; the "
