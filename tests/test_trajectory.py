@@ -160,6 +160,19 @@ def test_tied_weights_and_the_callers_tensors_are_left_alone():
     torch.testing.assert_close(tr.theta, flat_parameters(ref), rtol=1e-13, atol=1e-14)
     for name, buf in ref.named_buffers():
         torch.testing.assert_close(tr.buffers[name], buf, rtol=1e-13, atol=1e-14)
+    class Spare(nn.Module):  # a parameter the loss does not reach: a zero gradient, as for a flat θ
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(5, 5).double(), nn.Tanh(), nn.Linear(5, 3).double())
+            self.unused = nn.Linear(2, 2).double()
+
+        def forward(self, inputs):
+            return self.net(inputs)
+
+    spare = Spare()
+    tr = record_trajectory(spare, F.cross_entropy, x, y % 3, steps=3, lr=0.2, generator=torch.Generator(), windows=[(0, 3)])
+    n_unused = sum(p.numel() for p in spare.unused.parameters())
+    torch.testing.assert_close(tr.theta[-n_unused:], flat_parameters(spare)[-n_unused:], rtol=0, atol=0)
     with pytest.raises(ValueError, match="buffer 'bn.running_mean'"):
         record_trajectory(net, F.cross_entropy, x, y, steps=1, lr=0.2, generator=torch.Generator(),
                           buffers={"bn.running_mean": torch.zeros(5, dtype=F64)})

@@ -80,7 +80,7 @@ class _TrainingModule:
     def gradient(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss on ``(x, y)`` at the current ``θ`` and its flat gradient."""
         value = loss_fn(self.module(x), y)
-        grads = torch.autograd.grad(value, self.params)
+        grads = torch.autograd.grad(value, self.params, allow_unused=True, materialize_grads=True)  # unused: zero
         return value.detach(), torch.cat([g.reshape(-1) for g in grads])
 
 
