@@ -200,6 +200,7 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     monkeypatch.setattr(W, "late_regime", fake_late)
     full = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
     v, summary = W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 100))
+    assert W.batch_first_reason(summary, B) == "parts " + ", ".join(full[1][f"status_{i}"] for i in (1, 2, 3))
     assert v == full[0] and summary["rates_run"] and [summary[f"status_{i}"] for i in (1, 2, 3)] == [
         full[1][f"status_{i}"] for i in (1, 2, 3)]
     assert sorted(made, key=str) == sorted([("B", b, s) for b in B for s in S] + [("lr", r, s) for r in R if r != 0.1 for s in S],
@@ -210,6 +211,9 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     assert v == W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)[0] == "inconclusive"
     assert summary["batch_sizes_past_regime"] == [50] and not summary["rates_run"] and all(k[0] == "B" for k in made)
     assert summary["late_paper_height_by_batch"] == pytest.approx([0.05] * 4)
+    reason = W.batch_first_reason(summary, B)
+    assert reason.startswith("past the paper's regime at the late window: batch 50 (mean heights 1.0e+00")
+    assert "a tenth of Table 2's: 5.0e-03" in reason and reason.endswith("the rates not run")
     with pytest.raises(ValueError, match="shared batch size 300"):
         W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 300))
 

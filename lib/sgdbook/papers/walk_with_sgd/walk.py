@@ -477,12 +477,6 @@ def late_mean_cos(traj: Trajectory, frac: float = 0.5) -> float:
     return float(np.nanmean(c[int(len(c) * (1 - frac)) :]))
 
 
-def _t_quantile(df: float, level: float = 0.95) -> float:
-    from scipy.stats import t as student
-
-    return float(student.ppf(0.5 + level / 2, df))
-
-
 def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = LEVEL, *, settled_bs=None, settled_lr=None,
                       part3_against: str = "threshold"):
     """The criterion of Figures 4, 22–24. ``cos_bs``/``dist_bs`` are ``[seeds, len(batch_sizes)]``
@@ -504,7 +498,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     significantly non-zero, two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
     batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
-    from ...stats import one_sample_t, slope_t, slopes
+    from ...stats import one_sample_t, slope_t, slopes, t_interval
 
     if part3_against not in ("threshold", "zero"):
         raise ValueError(f"part3_against must be 'threshold' or 'zero', got {part3_against!r}")
@@ -526,10 +520,13 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     st1, st2 = trend(s_cos, -1), trend(s_dist, -1)
     keep = set_lr.all(0)
     s_lr = slope_t(ll[keep], cos_lr[:, keep]) if keep.sum() >= 3 else None
-    excess = None
+    excess, excess_ci, lr_ci = None, [float("nan")] * 2, [float("nan")] * 2
     if s_lr is not None:  # per seed: the rate slope beyond half the batch slope, on the side of the mean slopes
         sign_lr, sign_b = (1.0 if s_lr.effect >= 0 else -1.0), (1.0 if s_cos.effect >= 0 else -1.0)
-        excess = one_sample_t(sign_lr * slopes(ll[keep], cos_lr[:, keep]) - 0.5 * sign_b * slopes(lb, cos_bs))
+        per_seed = sign_lr * slopes(ll[keep], cos_lr[:, keep]) - 0.5 * sign_b * slopes(lb, cos_bs)
+        excess = one_sample_t(per_seed)
+        excess_ci, lr_ci = ([c.mean - c.half_width, c.mean + c.half_width]
+                            for c in (t_interval(per_seed), t_interval(slopes(ll[keep], cos_lr[:, keep]))))
     if s_lr is None or not set_bs.all():  # (3) compares with the batch sizes' slope
         st3 = UNDECIDED
     elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
@@ -548,8 +545,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
         "cos_slope_lr_p_two_sided": s_lr.p_two_sided if s_lr else float("nan"),
         "cos_slope_lr_excess": excess.effect if excess else float("nan"),
         "cos_slope_lr_excess_p": excess.p_greater if excess else float("nan"),
-        "cos_slope_lr_excess_ci": ([excess.effect - _t_quantile(excess.df) * excess.se,
-                                    excess.effect + _t_quantile(excess.df) * excess.se] if excess else [float("nan")] * 2),
+        "cos_slope_lr_excess_ci": excess_ci, "cos_slope_lr_ci": lr_ci,
         "lrs_settled": [float(v) for v, k in zip(lrs, keep) if k],
         "batch_runs_settled": bool(set_bs.all()),
         "cos_range_over_B": float(np.ptp(cos_bs.mean(0))), "cos_range_over_lr": float(np.ptp(cos_lr.mean(0))),
@@ -570,12 +566,11 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
     (a) the first version: (1) and (2) met if their one-sided p < ``level``, (3) met if the range
     of the seed means over the rates is at most half their range over the batch sizes; reproduced
     if all three, partially if (1) and one other, not reproduced otherwise; (b) every run counted,
-    also those still in their initial descent (``every_run_verdict``). The evidence adds the 95 %
-    t interval of the rate slope (``cos_slope_lr_ci``), since part (3) can hold on its mean.
+    also those still in their initial descent (``every_run_verdict``). Part (3) can hold on its
+    mean: :func:`cos_roles_verdict`'s evidence has the 95 % t intervals of the rate slope
+    (``cos_slope_lr_ci``) and of its excess over half the batch slope.
     ``outside`` names, in ``pilot``, what the runs left out are (the flags may also carry the late
     side of the regime, see :func:`cos_roles_sweep`). Returns ``(verdict, evidence, pilot)``."""
-    from ...stats import slope_t
-
     verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
                                     settled_bs=settled_bs, settled_lr=settled_lr)
     v_all, ev_all = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level)
@@ -584,15 +579,7 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
     f1, f2 = ev["cos_slope_p"] < level, ev["logdist_slope_p"] < level
     f3 = ev["cos_range_over_lr"] <= 0.5 * ev["cos_range_over_B"]
     v_first = "reproduced" if f1 and f2 and f3 else "partially-reproduced" if f1 and (f2 or f3) else "not-reproduced"
-    keep = [i for i, v in enumerate(lrs) if float(v) in ev["lrs_settled"]]
-    ci = [float("nan")] * 2
-    if len(keep) >= 3:
-        t = slope_t(np.log2(np.asarray(lrs, float))[keep], np.asarray(cos_lr, float)[:, keep])
-        from scipy.stats import t as student
-
-        h = float(student.ppf(0.975, t.df) * t.se)
-        ci = [t.effect - h, t.effect + h]
-    ev.update(lrs_unsettled=[float(v) for v in lrs if float(v) not in ev["lrs_settled"]], cos_slope_lr_ci=ci,
+    ev.update(lrs_unsettled=[float(v) for v in lrs if float(v) not in ev["lrs_settled"]],
               every_run_verdict=v_all, every_run_cos_slope_per_doubling_lr=ev_all["cos_slope_per_doubling_lr"],
               every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first,
               every_run_cos_slope_lr_excess=ev_all["cos_slope_lr_excess"], every_run_cos_slope_lr_excess_p=ev_all["cos_slope_lr_excess_p"],
@@ -719,6 +706,21 @@ def cos_roles_batch_first(make_run, batch_sizes, rate_keys, rates, seeds, *, reg
                                         rtol=rtol, level=level, regime=late)
     summary.update(rates_run=True, **{f"status_{i}": ev[f"status_{i}"] for i in (1, 2, 3)})
     return verdict, summary
+
+
+def batch_first_reason(summary: dict, batch_sizes) -> str:
+    """Why :func:`cos_roles_batch_first` did not run the rates (its ``summary``): the batch sizes
+    past the regime, with the late windows' mean heights against a tenth of Table 2's, and those
+    still in their initial descent; or the parts' statuses when the rates ran."""
+    if summary["rates_run"]:
+        return "parts " + ", ".join(summary[f"status_{i}"] for i in (1, 2, 3))
+    past, descent = summary["batch_sizes_past_regime"], summary["batch_sizes_in_descent"]
+    out = ([f"past the paper's regime at the late window: batch {', '.join(map(str, past))} (mean heights "
+            + ", ".join(f"{h:.1e}" for h in summary["late_height_by_batch"]) + " against a tenth of Table 2's: "
+            + ", ".join(f"{REGIME_HEIGHT_FRACTION * h:.1e}" for h in summary["late_paper_height_by_batch"])
+            + f", for batch {', '.join(map(str, batch_sizes))})"] if past else []) + (
+        [f"still in the initial descent: batch {', '.join(map(str, descent))}"] if descent else [])
+    return "; ".join(out) + "; every part undecided, the rates not run"
 
 
 #: The criterion of Figures 4, 22–24 as the ledger states it (:func:`cos_roles_sweep`).
