@@ -388,3 +388,35 @@ def test_cos_roles_part3_fails_only_beyond_its_threshold():
     assert W.cos_roles_verdict(B, falling, dist, lrs, -far)[1]["status_3"] == W.FAILS
     with pytest.raises(ValueError, match="part3_against"):
         W.cos_roles_verdict(B, falling, dist, lrs, near, part3_against="mean")
+
+
+def test_table2_judgement_counts_epochs_in_the_regime_over_every_seed():
+    """Table 2's criterion on designed heights: epochs where a seed's walk is below a tenth of the paper's height are not
+    judged and count neither way ("almost all" over Table 2's 4 epochs); the smaller rate above in every seed at two judged
+    epochs fails (1); the height falling between the first and last judged epochs holds (2)."""
+    E, S = [1, 10, 25, 100], range(3)
+    paper = {e: W.paper_height("cnn", e) for e in E}
+    rng = np.random.default_rng(2)
+
+    def heights(scale_lo, fitted=()):
+        h = {}
+        for s in S:
+            for e in E:
+                f = 0.01 if e in fitted else 1.0  # fitted: a hundredth of the paper's height
+                h[("cnn", 0.1, s, e)] = paper[e] * f * (1 + 0.05 * rng.random())
+                h[("cnn", 0.05, s, e)] = paper[e] * f * scale_lo * (1 + 0.05 * rng.random())
+        return h
+
+    rates = {"cnn": (0.1, 0.05)}
+    v, st, per, _, _ = W.table2_judgement(heights(0.5), rates, E, S, nets=("cnn",))
+    assert v == "reproduced" and per["cnn"]["judged_epochs"] == 4 and per["cnn"]["smaller_lr_lower_epochs"] == 4
+    v, st, per, _, _ = W.table2_judgement(heights(0.5, fitted=(25, 100)), rates, E, S, nets=("cnn",))
+    assert st == [W.UNDECIDED, W.HOLDS] and v == "inconclusive" and per["cnn"]["falls_epochs"] == "1-10"
+    assert "epoch 25: not judged (0 of 3 seeds in the regime)" in per["cnn"]["epochs_s"]
+    v, st, _, _, _ = W.table2_judgement(heights(1.5), rates, E, S, nets=("cnn",))
+    assert st[0] == W.FAILS and v == "partially-reproduced"
+    h = heights(0.5)
+    assert W.table2_in_regime(h, "cnn", (0.1, 0.05), 0, 10)
+    h[("cnn", 0.05, 0, 10)] = 0.05 * paper[10]  # one rate of one seed below a tenth: the seed is out
+    assert not W.table2_in_regime(h, "cnn", (0.1, 0.05), 0, 10)
+    assert W.table2_judgement(h, rates, E, S, nets=("cnn",))[2]["cnn"]["judged_epochs"] == 3

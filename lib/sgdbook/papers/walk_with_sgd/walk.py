@@ -1145,6 +1145,90 @@ def late_regime(run: WalkRun, a: int, b: int, *, dtype: torch.dtype | None = Non
             "paper_height": float("nan") if paper is None else paper}
 
 
+# ----------------------------------------------------------------------------- Table 2's criterion
+
+
+def table2_in_regime(heights, name: str, rates, seed, epoch: int) -> bool:
+    """Table 2 (chapter 03): is seed ``seed`` of stand-in ``name`` in the paper's regime at ``epoch``?
+    Both rates' heights (``heights[(name, lr, seed, epoch)]``, ``rates = (base, smaller)``) are at
+    least a tenth of the paper's base-rate height there (:func:`in_height_regime`; one threshold
+    for both, so that the rule cannot favour either rate)."""
+    return all(in_height_regime(heights[(name, lr, seed, epoch)], name, epoch) is not False for lr in rates)
+
+
+def table2_epoch_status(heights, name: str, rates, epoch: int, seeds) -> str:
+    """Table 2's part (1) at one epoch over ``seeds``: holds if the smaller rate's height is below
+    the base rate's in every seed, fails if a one-sided t test on log(smaller/base) puts it above,
+    undecided otherwise."""
+    hi, lo = rates
+    if all(heights[(name, lo, s, epoch)] < heights[(name, hi, s, epoch)] for s in seeds):
+        return HOLDS
+    logs = [np.log(heights[(name, lo, s, epoch)] / heights[(name, hi, s, epoch)]) for s in seeds]
+    return FAILS if threshold_status(logs, 0.0, at_least=False, strict=True) == FAILS else UNDECIDED
+
+
+def table2_judgement(heights, rates: dict, epochs, seeds, *, nets, falls_over_judged: bool = True,
+                     first_version: bool = False, per_seed: bool = True):
+    """Table 2's criterion (chapter 03) on the heights ``heights[(name, lr, seed, epoch)]`` of every
+    stand-in in ``rates`` (``{name: (base rate, smaller rate)}``), judged on the stand-ins ``nets``.
+    Returns ``(verdict, parts, per stand-in, (1) by stand-in, (2) by stand-in)``.
+
+    (1) "For almost all epochs, a smaller learning rate leads to a smaller height": at each epoch
+    where every seed is in the regime (:func:`table2_in_regime`), :func:`table2_epoch_status`; a
+    stand-in holds if all of Table 2's epochs but a quarter hold and fails if more than a quarter
+    fail (an epoch out of the regime counts neither way). (2) "The height falls with training": at
+    both rates, mean log(last / first judged epoch's height) < 0 (fails if a one-sided t test finds
+    it above; undecided with fewer than two judged epochs). Earlier versions, reported beside the
+    verdict: ``per_seed=False``, the regime on the base rate's mean height over the seeds and "almost
+    all" counted over the judged epochs; ``falls_over_judged=False``, (2) over the first and last
+    epochs whatever the regime; ``first_version``, also (1) as before review (every epoch; the
+    smaller rate below in every seed at ≥ 3 of 4 epochs) and (2) in every seed, reproduced if both
+    held everywhere, partially if one did or both in some stand-in."""
+    per, st1, st2 = {}, {}, {}
+    E = list(epochs)
+    for name, (hi, lo) in rates.items():
+        n_in = {e: sum(table2_in_regime(heights, name, (hi, lo), s, e) for s in seeds) for e in E}
+        if per_seed:
+            judged = [e for e in E if n_in[e] == len(seeds)]
+        else:
+            judged = [e for e in E if in_height_regime(float(np.mean([heights[(name, hi, s, e)] for s in seeds])), name, e)
+                      is not False]
+        at = {e: table2_epoch_status(heights, name, (hi, lo), e, seeds) for e in judged}
+        n_fail, n_hold = sum(v == FAILS for v in at.values()), sum(v == HOLDS for v in at.values())
+        if per_seed:  # "almost all" of Table 2's epochs: all but a quarter; an epoch out of the regime counts neither way
+            st1[name] = HOLDS if n_hold >= len(E) - len(E) // 4 else FAILS if n_fail > len(E) // 4 else UNDECIDED
+        else:
+            st1[name] = (UNDECIDED if not judged else FAILS if n_fail > len(judged) // 4 else
+                         HOLDS if n_hold >= len(judged) - len(judged) // 4 else UNDECIDED)
+        if first_version:
+            below = sum(all(heights[(name, lo, s, e)] < heights[(name, hi, s, e)] for s in seeds) for e in E)
+            st1[name] = HOLDS if below >= min(3, len(E) - 1) else FAILS
+        e0, e1 = (judged[0], judged[-1]) if (falls_over_judged and judged) else (E[0], E[-1])
+        st2[name] = UNDECIDED if (falls_over_judged and len(judged) < 2) else all_status(
+            threshold_status([np.log(heights[(name, lr, s, e1)] / heights[(name, lr, s, e0)]) for s in seeds], 0.0,
+                             at_least=False, strict=True) for lr in (hi, lo))
+        if first_version:
+            st2[name] = HOLDS if all(heights[(name, lr, s, E[-1])] < heights[(name, lr, s, E[0])] for lr in (hi, lo)
+                                     for s in seeds) else FAILS
+        per[name] = {"judged_epochs": len(judged),
+                     "falls_epochs": f"{e0}-{e1}" if len(judged) >= 2 or not falls_over_judged else "none",
+                     "smaller_lr_lower_epochs": int(n_hold), "smaller_lr_higher_epochs": int(n_fail),
+                     "status_smaller_lr": st1[name], "status_falls": st2[name],
+                     "ratio_epoch1": float(np.mean([heights[(name, lo, s, E[0])] / heights[(name, hi, s, E[0])] for s in seeds]))}
+        # an epoch left out with some seeds in the regime: what every seed would give, reported
+        per[name]["epochs_s"] = "; ".join(
+            f"epoch {e}: " + (at[e] if e in at else f"not judged ({n_in[e]} of {len(seeds)} seeds in the regime"
+                              + (f"; over every seed: {table2_epoch_status(heights, name, (hi, lo), e, seeds)})"
+                                 if n_in[e] else ")")) for e in E)
+    st = [all_status(st1[n] for n in nets), all_status(st2[n] for n in nets)]
+    verdict = parts_verdict(st)
+    if first_version:
+        c1, c2 = [st1[n] == HOLDS for n in nets], [st2[n] == HOLDS for n in nets]
+        verdict = ("reproduced" if all(c1) and all(c2) else "partially-reproduced" if all(c1) or all(c2)
+                   or any(a and b for a, b in zip(c1, c2)) else "not-reproduced")
+    return verdict, st, per, st1, st2
+
+
 def t_half_width(values, level: float = 0.95):
     """The Student-t ``level`` half-width of the mean over the replicates along axis 0 of
     ``values`` (zeros for a single replicate), e.g. for error bars."""
