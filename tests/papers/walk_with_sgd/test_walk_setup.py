@@ -193,9 +193,9 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     def fake_late(r, a, b, **kw):
         return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05}
 
-    def make(key, v, s):
-        made.append((key, v, s))
-        return runs[(key, v, s)]
+    def make(keys):
+        made.extend(keys)
+        return [(runs[k], None) for k in keys]  # no late profile: measured by cos_roles_batch_first
 
     monkeypatch.setattr(W, "late_regime", fake_late)
     full = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
@@ -216,6 +216,17 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     assert "a tenth of Table 2's: 5.0e-03" in reason and reason.endswith("the rates not run")
     with pytest.raises(ValueError, match="shared batch size 300"):
         W.cos_roles_batch_first(make, B, R, R, S, regime_steps=3, shared=(0.1, 300))
+    past.clear()
+
+    def measured(r, a, b, **kw):
+        raise AssertionError("a run whose late profile came with it was profiled again")
+
+    given = [(runs[k], fake_late(runs[k], 0, 0)) for k in runs]  # the profiles measured where the runs ran
+    monkeypatch.setattr(W, "late_regime", measured)
+    by_id = {id(r): lt for r, lt in given}
+    v2, summary2 = W.cos_roles_batch_first(lambda keys: [(runs[k], by_id[id(runs[k])]) for k in keys], B, R, R, S,
+                                           regime_steps=3, shared=(0.1, 100))
+    assert v2 == full[0] and summary2["rates_run"]
 
 
 def test_sweep_split_and_the_mlp_side():

@@ -1,0 +1,68 @@
+import functools
+import math
+import operator
+
+import pytest
+import torch
+
+from sgdbook import parallel
+from sgdbook.papers.walk_with_sgd import walk as W
+
+
+def test_run_jobs_keeps_the_order_and_takes_tuples_or_keywords():
+    jobs = [(i, i + 1) for i in range(7)]
+    assert parallel.run_jobs(operator.mul, jobs, workers=2) == [i * (i + 1) for i in range(7)]
+    assert parallel.run_jobs(operator.mul, jobs, workers=1) == [i * (i + 1) for i in range(7)]
+    assert parallel.run_jobs(dict, [dict(a=1), dict(b=2)], workers=2) == [{"a": 1}, {"b": 2}]
+    assert parallel.run_jobs(operator.mul, [], workers=2) == []
+
+
+def test_run_jobs_names_the_failing_job_and_keeps_the_error_type():
+    with pytest.raises(ValueError, match=r"math domain error \(in the job sqrt of -1"):
+        parallel.run_jobs(math.sqrt, [(4.0,), (-1.0,)], workers=2, label=lambda job: f"sqrt of {job[0]:g}")
+    assert parallel.run_jobs(math.sqrt, [(4.0,), (9.0,)], workers=2) == [2.0, 3.0]  # the pool survives an error
+
+
+def test_workers_from_the_environment(monkeypatch):
+    monkeypatch.setenv(parallel.WORKERS_ENV, "3")
+    assert parallel.default_workers() == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv(parallel.WORKERS_ENV, bad)
+        with pytest.raises(ValueError, match=parallel.WORKERS_ENV):
+            parallel.default_workers()
+    with pytest.raises(ValueError, match="at least 1"):
+        parallel.run_jobs(abs, [(1,)], workers=0)
+
+
+def test_run_walks_in_the_pool_equals_run_walk_with_one_thread():
+    d = W.digits_split(150)
+    cfg = {"paper_models": False}
+    jobs = [dict(name=n, lr=0.1, steps=12, batch_size=b, seed=s, windows=[(4, 8)], model=W.model_builder(n, cfg))
+            for n, b, s in (("cnn", 25, 0), ("resnet", 50, 1), ("mlp", 25, 2))]
+    post = functools.partial(W.span_heights, spans=[(4, 6), (6, 8)], rtol=1e-4)
+    pool = W.run_walks(d, jobs, post=post, workers=2)
+    here = W.run_walks(d, jobs, post=post, workers=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = [W.run_walk(data=d, **j) for j in jobs]
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before
+    for (a, ha), (b, hb), r in zip(pool, here, ref):
+        assert a.data is d and b.data is d
+        assert (a.name, a.lr, a.batch_size, a.seed) == (r.name, r.lr, r.batch_size, r.seed)
+        for t in (a.traj, b.traj):
+            assert torch.equal(t.windows[0].thetas, r.traj.windows[0].thetas)
+            torch.testing.assert_close(t.cos, r.traj.cos, rtol=0, atol=0, equal_nan=True)  # cos[0] is nan
+            assert torch.equal(t.loss, r.traj.loss) and torch.equal(t.dist, r.traj.dist)
+        assert ha == hb == W.span_heights(r, [(4, 6), (6, 8)], rtol=1e-4)
+        for p, q in zip(a.model.state_dict().values(), r.model.state_dict().values()):
+            assert torch.equal(p, q)  # the initial model, the template of every evaluation
+
+
+def test_run_walks_refuses_a_builder_it_cannot_send():
+    d = W.digits_split(150)
+    job = dict(name="mlp", lr=0.1, steps=2, batch_size=25, model=lambda g: W.standin("mlp", g))
+    with pytest.raises(ValueError, match="model_builder"):
+        W.run_walks(d, [job, job], workers=2)
