@@ -235,3 +235,23 @@ def test_jackknife_se_of_a_mean_is_the_standard_error():
     loo = [(x.sum() - v) / (x.size - 1) for v in x]  # leave-one-out means
     assert stats.jackknife_se(loo) == pytest.approx(x.std(ddof=1) / math.sqrt(x.size))
     assert math.isnan(stats.jackknife_se([1.0]))
+
+
+def test_replicates_to_decide_against_scipy_on_samples_with_the_same_mean_and_sd():
+    x = np.array([0.012, -0.004, 0.015, 0.001])  # mean 0.006: undecided at 4 replicates
+    assert ss.ttest_1samp(x, 0.0, alternative="greater").pvalue > 0.05
+    n = stats.replicates_to_decide(x)
+    m, sd = x.mean(), x.std(ddof=1)
+
+    def p_at(k):  # k replicates with exactly the observed mean and sd
+        z = np.linspace(-1, 1, k)
+        z = (z - z.mean()) / z.std(ddof=1)
+        return ss.ttest_1samp(m + sd * z, 0.0, alternative="greater").pvalue
+
+    assert p_at(n) < 0.05 <= p_at(n - 1)
+    assert stats.replicates_to_decide(-x, threshold=0.0) == n  # the side of the observed mean
+    assert stats.replicates_to_decide(x + 0.5, threshold=0.5 + m) is None  # on the threshold
+    assert stats.replicates_to_decide([1.0, 1.0], threshold=0.0) == 2
+    assert stats.replicates_to_decide([1.0, -1.0, 0.01], max_n=50) is None  # would need about 250,000
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.replicates_to_decide([1.0])

@@ -190,6 +190,25 @@ def step_changes(curves, level: float = 0.05) -> StepChanges:
     return StepChanges(t=t, p_up=p_up, p_down=p_down, significant_up=p_up < cut, significant_down=p_down < cut, level=level)
 
 
+def replicates_to_decide(samples, threshold: float = 0.0, level: float = 0.05, max_n: int = 10_000) -> int | None:
+    """The smallest number of replicates at which a one-sided t test of the mean against
+    ``threshold`` (on the side of the observed mean, df = n − 1) would reach p < ``level`` if
+    the observed mean and standard deviation (ddof 1) stayed as they are: a planning number for
+    "more seeds would decide it", not a promise (the estimates move with every seed). None if
+    the mean sits on the threshold or more than ``max_n`` replicates would be needed."""
+    x = np.asarray(samples, dtype=float).ravel()
+    if x.size < 2:
+        raise ValueError(f"needs at least 2 replicates, got {x.size}")
+    gap, sd = abs(float(x.mean()) - threshold), float(x.std(ddof=1))
+    if gap == 0:
+        return None
+    if sd == 0:
+        return 2
+    n = np.arange(2, max_n + 1)
+    ok = gap * np.sqrt(n) / sd > stats.t.ppf(1 - level, n - 1)
+    return int(n[ok.argmax()]) if ok.any() else None
+
+
 def slopes(x, curves) -> np.ndarray:
     """The least-squares slope of each replicate's curve (a row of ``curves``) against ``x``."""
     x = np.asarray(x, dtype=float).ravel()

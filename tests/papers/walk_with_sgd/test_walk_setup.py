@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sgdbook import data as sgd_data
+from sgdbook import stats
 from sgdbook.landscape import segment_stats, window_profile
 from sgdbook.models import count_parameters
 from sgdbook.papers.walk_with_sgd import walk as W
@@ -104,6 +105,23 @@ def test_cos_roles_verdict_follows_its_criterion():
     moving_lr = np.array([0.2, 0.0, -0.2, -0.4]) + 0.01 * rng.standard_normal((3, 4))
     assert W.cos_roles_verdict(B, falling, dist, lrs, moving_lr)[0] == "partially-reproduced"
     assert W.cos_roles_verdict(B, -falling, dist, lrs, flat_lr)[0] == "not-reproduced"
+    v, ev = W.cos_roles_verdict(B, falling, dist, lrs, flat_lr)
+    assert ev["seeds_to_decide"] == {}  # nothing undecided
+    # a flat distance (2) and a rate slope just beyond half the batch slope (3): undecided at three seeds
+    flat_dist = 3.0 * np.exp(np.array([[0.02, -0.01, 0.0, 0.01], [-0.02, 0.0, 0.01, -0.01], [0.0, 0.02, -0.02, 0.01]]))
+    near = -0.25 + np.array([[0.03], [0.11], [0.07]]) * np.log2(np.array(lrs) / 0.025)  # mean 0.07 against a threshold 0.05
+    v, ev = W.cos_roles_verdict(B, falling, flat_dist, lrs, near)
+    assert ev["status_2"] == ev["status_3"] == W.UNDECIDED and v == "inconclusive"
+    lb = np.log2(B)
+    assert ev["seeds_to_decide"]["2"] == stats.replicates_to_decide(stats.slopes(lb, np.log(flat_dist)))
+    per_seed = np.sign(ev["cos_slope_per_doubling_lr"]) * stats.slopes(np.log2(lrs), near) + 0.5 * stats.slopes(lb, falling)
+    assert ev["seeds_to_decide"]["3"] == stats.replicates_to_decide(per_seed)
+    text = W.cos_roles_decide({**ev, "lrs_in_descent": [], "batch_sizes_in_descent": [], "batch_sizes_past_regime": [],
+                               "lrs_past_regime": []}, "more data", 3, "the paper")
+    n2, n3 = ev["seeds_to_decide"]["2"], ev["seeds_to_decide"]["3"]
+    assert text == ("more seeds than 3 (a t test at the observed mean and spread would need: "
+                    + "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in (("2", n2), ("3", n3)))
+                    + "); or the paper")
 
 
 def test_late_regime_against_profile_and_table2():

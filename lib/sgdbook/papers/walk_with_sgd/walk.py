@@ -543,7 +543,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     significantly non-zero, two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
     batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
-    from ...stats import one_sample_t, slope_t, slopes, t_interval
+    from ...stats import one_sample_t, replicates_to_decide, slope_t, slopes, t_interval
 
     if part3_against not in ("threshold", "zero"):
         raise ValueError(f"part3_against must be 'threshold' or 'zero', got {part3_against!r}")
@@ -580,6 +580,13 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
         st3 = FAILS if (s_lr.p_two_sided if part3_against == "zero" else excess.p_greater) < level else UNDECIDED
     statuses = [st1, st2, st3]
     verdict = parts_verdict(statuses, key=(0,))
+    to_decide = {}  # seeds a t test would need at the observed mean and spread, for the parts more seeds can decide
+    if set_bs.all():
+        for i, (st, per) in enumerate(((st1, slopes(lb, cos_bs)), (st2, slopes(lb, np.log(dist_bs))))):
+            if st == UNDECIDED:
+                to_decide[str(i + 1)] = replicates_to_decide(per, level=level)
+        if st3 == UNDECIDED and excess is not None:
+            to_decide["3"] = replicates_to_decide(per_seed, level=level)
     evidence = {
         "cos_by_batch": [round(float(v), 4) for v in cos_bs.mean(0)],
         "cos_by_lr": [round(float(v), 4) for v in cos_lr.mean(0)],
@@ -597,6 +604,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
         "batch_sizes": [int(b) for b in batch_sizes], "lrs": [float(v) for v in lrs],
         "seeds": int(cos_bs.shape[0]),
         "status_1": st1, "status_2": st2, "status_3": st3,
+        "seeds_to_decide": to_decide,
     }
     return verdict, evidence
 
@@ -800,12 +808,17 @@ COS_ROLES_CRITERION = (
 def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
     """What would decide Figures 4, 22–24 where :func:`cos_roles_sweep` leaves a part undecided:
     longer runs where a rate is still in its initial descent, a task not fitted before the late
-    window (``more_data``) where a run is past the regime, more seeds, or the ``paper`` scale."""
+    window (``more_data``) where a run is past the regime, more seeds (with the number a t test
+    would need if the observed mean and spread stayed: :func:`sgdbook.stats.replicates_to_decide`,
+    ``ev["seeds_to_decide"]``), or the ``paper`` scale."""
     parts = (["longer runs, so that every run leaves its initial descent before the late window"]
              if ev["lrs_in_descent"] or ev["batch_sizes_in_descent"] else []) + (
         [f"a task the stand-in has not fitted by the late window ({more_data}: its heights there are below a tenth of the "
          "paper's)"] if ev["batch_sizes_past_regime"] or ev["lrs_past_regime"] else [])
-    return ", ".join(parts + [f"more seeds than {seeds}"]) + f"; or {paper}"
+    est = ev.get("seeds_to_decide") or {}
+    plan = "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in sorted(est.items()))
+    seeds_text = f"more seeds than {seeds}" + (f" (a t test at the observed mean and spread would need: {plan})" if plan else "")
+    return ", ".join(parts + [seeds_text]) + f"; or {paper}"
 
 
 def epoch_metrics(run: WalkRun, prof: WindowProfile, a: int, epochs, *, spe: int) -> dict[int, dict[str, float]]:
