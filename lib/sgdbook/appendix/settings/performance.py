@@ -11,21 +11,21 @@ SETTINGS = ScaleTable(
             lanczos_small=[20, 8, 10, 10], lanczos_large=[784, 16, 10], points=128,
             trace_probes=20, moments_width=[784, 100, 10], moments_ns=100, moments_m=16, moments_n=2000,
             ens_runs=20, ens_steps=20, ens_loop_runs=2, vmf_dims=[100], vmf_n=200, walk_window=[3, 5], walk_steps=5,
-            cnn_pe_batch=32, cnn_points=100, cnn_topk=3, cnn_tol=1e-3, cnn_ens_runs=3, cnn_ens_steps=3,
+            cnn_pe_batch=32, cnn_points=100, cnn_topk=3, cnn_tol=1e-3, cnn_ens_runs=3, cnn_ens_steps=3, pool_jobs=2,
         ),
         "book": dict(
             pe_models=[[784, 100, 10], [784, 1024, 512, 10]], pe_batches=[256, 128], reps=5,
             lanczos_small=[50, 16, 10, 10], lanczos_large=[784, 128, 10], points=512,
             trace_probes=100, moments_width=[784, 800, 800, 800, 10], moments_ns=300, moments_m=64, moments_n=10000,
             ens_runs=1000, ens_steps=400, ens_loop_runs=10, vmf_dims=[100, 1000, 4000], vmf_n=1000, walk_window=[10, 11], walk_steps=200,
-            cnn_pe_batch=256, cnn_points=500, cnn_topk=10, cnn_tol=1e-3, cnn_ens_runs=12, cnn_ens_steps=20,
+            cnn_pe_batch=256, cnn_points=500, cnn_topk=10, cnn_tol=1e-3, cnn_ens_runs=12, cnn_ens_steps=20, pool_jobs=8,
         ),
         "paper": dict(
             pe_models=[[784, 100, 10], [784, 1024, 512, 10]], pe_batches=[256, 128], reps=7,
             lanczos_small=[50, 16, 10, 10], lanczos_large=[784, 128, 10], points=512,
             trace_probes=100, moments_width=[784, 800, 800, 800, 10], moments_ns=3000, moments_m=64, moments_n=60000,
             ens_runs=10000, ens_steps=400, ens_loop_runs=20, vmf_dims=[100, 1000, 4000], vmf_n=1000, walk_window=[10, 11], walk_steps=200,
-            cnn_pe_batch=256, cnn_points=1000, cnn_topk=10, cnn_tol=1e-3, cnn_ens_runs=12, cnn_ens_steps=20,
+            cnn_pe_batch=256, cnn_points=1000, cnn_topk=10, cnn_tol=1e-3, cnn_ens_runs=12, cnn_ens_steps=20, pool_jobs=8,
         ),
     },
     descriptions={
@@ -53,6 +53,8 @@ SETTINGS = ScaleTable(
         "cnn_tol": "relative residual tolerance of the CNN eigenvalues (chapter 04's)",
         "cnn_ens_runs": "CNN runs trained at once (stacked) or in a loop",
         "cnn_ens_steps": "SGD steps of each of those runs",
+        "pool_jobs": "independent stand-in runs (CNN and residual net at batch 25 and 100, walk_steps steps each) timed in "
+                     "the worker pool and in this process",
     },
     paper_value={
         "pe_models": "targets of the library issue",
