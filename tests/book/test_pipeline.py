@@ -54,6 +54,14 @@ def test_kernels_share_the_cores_under_make_j(makeflags, cores, threads):
     assert pipeline.kernel_threads(makeflags, cores) == threads
 
 
+def test_kernel_env_shares_threads_and_workers_and_keeps_the_users_settings():
+    j2 = " -j2 --jobserver-auth=3,4"
+    assert pipeline.kernel_env("", 2, {}) == {}
+    assert pipeline.kernel_env(j2, 2, {}) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SGDBOOK_WORKERS": "1"}
+    assert pipeline.kernel_env(j2, 8, {"OMP_NUM_THREADS": "3"}) == {"SGDBOOK_WORKERS": "4"}
+    assert pipeline.kernel_env(j2, 8, {"SGDBOOK_WORKERS": "2"}) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}
+
+
 def test_papermill_warning_about_the_pipelines_own_parameter_is_dropped():
     import logging
 

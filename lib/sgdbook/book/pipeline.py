@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .device import DeviceError, resolve_device
 from .paths import ROOT, build_dir
+from ..parallel import WORKERS_ENV
 from .progress import PROGRESS_ENV
 from .scales import ScaleError, check_scale
 
@@ -53,6 +54,20 @@ def kernel_threads(makeflags: str, cores: int) -> int | None:
     return 1 if jobs == 0 else max(1, cores // jobs)
 
 
+def kernel_env(makeflags: str, cores: int, environ) -> dict[str, str]:
+    """The variables :func:`execute` sets for its kernel under ``make -j N``: :func:`kernel_threads`
+    threads (unless ``environ`` sets one of :data:`THREAD_VARS`: the user's setting wins) and as
+    many worker processes for independent runs (``SGDBOOK_WORKERS``, :mod:`sgdbook.parallel`,
+    unless set). Nothing when make runs one job at a time."""
+    threads = kernel_threads(makeflags, cores)
+    if threads is None:
+        return {}
+    out = {} if any(v in environ for v in THREAD_VARS) else {v: str(threads) for v in THREAD_VARS}
+    if WORKERS_ENV not in environ:
+        out[WORKERS_ENV] = str(threads)
+    return out
+
+
 def _quiet_own_parameter(record) -> bool:
     """Drop papermill's warning about ``sgdbook_notebook``: the notebooks' parameter cells do not
     declare it on purpose (it is the pipeline's note to the chapter object, not a setting)."""
@@ -74,10 +89,7 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     os.environ["SGDBOOK_NOTEBOOK"] = _repo_relative(source)
     # Progress bars belong to interactive runs, not to the book's pages.
     os.environ[PROGRESS_ENV] = "off"
-    threads = kernel_threads(os.environ.get("MAKEFLAGS", ""), os.cpu_count() or 1)
-    if threads is not None and not any(v in os.environ for v in THREAD_VARS):  # the user's setting wins
-        for v in THREAD_VARS:
-            os.environ[v] = str(threads)
+    os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), os.cpu_count() or 1, os.environ))
     status_path = build_dir() / "status" / scale / f"{paper}__{stem}.json"
     ledger_path = build_dir() / "ledger" / scale / f"{paper}__{stem}.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)
