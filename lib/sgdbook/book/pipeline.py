@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .device import DeviceError, resolve_device
 from .paths import ROOT, build_dir
-from ..parallel import WORKERS_ENV
+from ..parallel import WORKERS_ENV, usable_cores
 from .progress import PROGRESS_ENV
 from .scales import ScaleError, check_scale
 
@@ -89,7 +89,7 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     os.environ["SGDBOOK_NOTEBOOK"] = _repo_relative(source)
     # Progress bars belong to interactive runs, not to the book's pages.
     os.environ[PROGRESS_ENV] = "off"
-    os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), os.cpu_count() or 1, os.environ))
+    os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), usable_cores(), os.environ))
     status_path = build_dir() / "status" / scale / f"{paper}__{stem}.json"
     ledger_path = build_dir() / "ledger" / scale / f"{paper}__{stem}.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ from torch import nn
 from ...data import digits, fashion_mnist, label_noise, paper_dataset, to_cifar_shape
 from ...landscape import WindowProfile, window_profile
 from ...models import count_parameters, mlp, preact_resnet, small_cnn, vgg
-from ...parallel import run_jobs
+from ...parallel import check_sendable, run_jobs
 from ...trajectory import Trajectory, record_trajectory
 
 #: Parameter counts of the paper's networks as built here (VGG-11's follows from vgg11_bn and the
@@ -322,7 +321,8 @@ def run_walk(
     """Train stand-in ``name`` from its initialisation for replicate ``seed`` with GD
     (``batch_size=None``) or SGD, keeping the iterates of ``windows`` (default: all of them).
     ``model``: a network to use instead, or a builder ``model(generator)`` called with the
-    replicate's initialisation generator (e.g. ``lambda g: make_model(role, cfg, g)``)."""
+    replicate's initialisation generator (e.g. ``model_builder(role, cfg)``, which :func:`run_walks`
+    can also send to its worker processes)."""
     if model is None:
         model = standin(name, torch.Generator().manual_seed(init_seed(name, seed)))
     elif callable(model) and not isinstance(model, nn.Module):
@@ -354,18 +354,19 @@ def _walk_job(data: WalkData, post, kw: dict):
 def run_walks(data: WalkData, jobs, *, post=None, workers: int | None = None, desc: str = "") -> list:
     """:func:`run_walk` on ``data`` for each job (a dict of its keywords, ``name`` included), each
     followed by ``post(run)`` (e.g. ``functools.partial(late_regime, a=…, b=…)``, or
-    :func:`span_heights`), in one-thread worker processes (:func:`sgdbook.parallel.run_jobs`:
-    about 1.6× faster on two cores; in this process on a GPU or with one worker). A job's
-    ``model`` must be picklable (:func:`model_builder`, not a lambda). Returns ``[(run, post's
-    result or None)]`` in the jobs' order; every run's ``data`` is ``data``."""
+    :func:`span_heights`), in one-thread worker processes (:func:`sgdbook.parallel.run_jobs`; in
+    this process on a GPU or with one worker; the performance appendix times it). A job's
+    ``model`` and ``post`` must reach a worker (:func:`sgdbook.parallel.check_sendable`:
+    :func:`model_builder`, not a lambda or a notebook's ``def``), checked whatever the number of
+    workers. Returns ``[(run, post's result or None)]`` in the jobs' order; every run's ``data``
+    is ``data``."""
     jobs = [dict(j) for j in jobs]
     for j in jobs:
         if callable(j.get("model")) and not isinstance(j["model"], nn.Module):
-            try:
-                pickle.dumps(j["model"])
-            except Exception as err:
-                raise ValueError(f"run_walks: the model builder of job {j.get('name')!r} cannot be sent to a worker "
-                                 f"process ({err}); build it with model_builder(role, cfg, side)") from None
+            check_sendable(j["model"], f"run_walks: the model builder of job {j.get('name')!r} (build it with "
+                                       "walk.model_builder)")
+    if post is not None:
+        check_sendable(post, "run_walks: post")
     out = run_jobs(_walk_job, [(data, post, j) for j in jobs], workers=workers, device=data.x.device, desc=desc,
                    label=lambda job: f"{job[2].get('name')} lr={job[2].get('lr')} batch={job[2].get('batch_size')} "
                                      f"seed={job[2].get('seed', 0)}")
@@ -743,7 +744,7 @@ def cos_roles_batch_first(make_runs, batch_sizes, rate_keys, rates, seeds, *, re
     runs, late = {}, {}
 
     def make(keys):
-        for k, (r, lt) in zip(keys, make_runs(keys)):
+        for k, (r, lt) in zip(keys, make_runs(keys), strict=True):
             runs[k] = r
             if lt is not None:
                 late[k] = lt
