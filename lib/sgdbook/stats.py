@@ -190,22 +190,29 @@ def step_changes(curves, level: float = 0.05) -> StepChanges:
     return StepChanges(t=t, p_up=p_up, p_down=p_down, significant_up=p_up < cut, significant_down=p_down < cut, level=level)
 
 
-def replicates_to_decide(samples, threshold: float = 0.0, level: float = 0.05, max_n: int = 10_000) -> int | None:
+def replicates_to_decide(samples, threshold: float = 0.0, level: float = 0.05, power: float = 0.8,
+                         max_n: int = 10_000) -> int | None:
     """The smallest number of replicates at which a one-sided t test of the mean against
-    ``threshold`` (on the side of the observed mean, df = n − 1) would reach p < ``level`` if
-    the observed mean and standard deviation (ddof 1) stayed as they are: a planning number for
-    "more seeds would decide it", not a promise (the estimates move with every seed). None if
-    the mean sits on the threshold or more than ``max_n`` replicates would be needed."""
+    ``threshold`` (at ``level``, df = n − 1, on the side of the observed mean) would reach
+    p < ``level`` with probability ``power`` if the observed mean and standard deviation (ddof 1)
+    were the truth and the replicates normal (the noncentral t: ``P(T_{n−1}(δ√n) > t_{1−level,
+    n−1}) ≥ power``, ``δ`` = gap / sd). A planning number for "more seeds would decide it", not a
+    promise: the estimates move with every seed. ``power=0.5`` gives, about, the n at which the
+    observed t would first cross the critical value. None if the mean sits on the threshold or
+    more than ``max_n`` replicates would be needed."""
     x = np.asarray(samples, dtype=float).ravel()
     if x.size < 2:
         raise ValueError(f"needs at least 2 replicates, got {x.size}")
+    if not 0 < power < 1:
+        raise ValueError(f"power must be in (0, 1), got {power}")
     gap, sd = abs(float(x.mean()) - threshold), float(x.std(ddof=1))
     if gap == 0:
         return None
     if sd == 0:
         return 2
     n = np.arange(2, max_n + 1)
-    ok = gap * np.sqrt(n) / sd > stats.t.ppf(1 - level, n - 1)
+    reach = stats.nct.sf(stats.t.ppf(1 - level, n - 1), n - 1, gap / sd * np.sqrt(n))
+    ok = reach >= power
     return int(n[ok.argmax()]) if ok.any() else None
 
 

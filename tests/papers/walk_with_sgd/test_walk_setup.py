@@ -119,9 +119,9 @@ def test_cos_roles_verdict_follows_its_criterion():
     text = W.cos_roles_decide({**ev, "lrs_in_descent": [], "batch_sizes_in_descent": [], "batch_sizes_past_regime": [],
                                "lrs_past_regime": []}, "more data", 3, "the paper")
     n2, n3 = ev["seeds_to_decide"]["2"], ev["seeds_to_decide"]["3"]
-    assert text == ("more seeds than 3 (a t test at the observed mean and spread would need: "
+    assert text == ("more seeds than 3 (for 80 % power to decide, if the observed mean and spread were the truth: "
                     + "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in (("2", n2), ("3", n3)))
-                    + "); or the paper")
+                    + "; for (3) that is the seeds to show it fails, as it holds on its mean); or the paper")
 
 
 def test_late_regime_against_profile_and_table2():
@@ -255,3 +255,4 @@ def test_sweep_split_and_the_mlp_side():
     assert net(torch.zeros(3, 1, 14, 14)).shape == (3, 10)
     with pytest.raises(ValueError, match="sweep_data"):
         W.sweep_split(cfg | {"sweep_data": "cifar"}, "cpu")
+

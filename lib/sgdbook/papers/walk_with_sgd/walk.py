@@ -809,16 +809,18 @@ COS_ROLES_CRITERION = (
 def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
     """What would decide Figures 4, 22–24 where :func:`cos_roles_sweep` leaves a part undecided:
     longer runs where a rate is still in its initial descent, a task not fitted before the late
-    window (``more_data``) where a run is past the regime, more seeds (with the number a t test
-    would need if the observed mean and spread stayed: :func:`sgdbook.stats.replicates_to_decide`,
-    ``ev["seeds_to_decide"]``), or the ``paper`` scale."""
+    window (``more_data``) where a run is past the regime, more seeds (with the number that gives a
+    t test 80 % power to decide if the observed mean and spread were the truth:
+    :func:`sgdbook.stats.replicates_to_decide`, ``ev["seeds_to_decide"]``), or the ``paper`` scale."""
     parts = (["longer runs, so that every run leaves its initial descent before the late window"]
              if ev["lrs_in_descent"] or ev["batch_sizes_in_descent"] else []) + (
         [f"a task the stand-in has not fitted by the late window ({more_data}: its heights there are below a tenth of the "
          "paper's)"] if ev["batch_sizes_past_regime"] or ev["lrs_past_regime"] else [])
     est = ev.get("seeds_to_decide") or {}
     plan = "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in sorted(est.items()))
-    seeds_text = f"more seeds than {seeds}" + (f" (a t test at the observed mean and spread would need: {plan})" if plan else "")
+    note = "; for (3) that is the seeds to show it fails, as it holds on its mean" if "3" in est else ""
+    seeds_text = f"more seeds than {seeds}" + (
+        f" (for 80 % power to decide, if the observed mean and spread were the truth: {plan}{note})" if plan else "")
     return ", ".join(parts + [seeds_text]) + f"; or {paper}"
 
 
