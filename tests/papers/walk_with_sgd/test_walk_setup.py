@@ -256,3 +256,28 @@ def test_sweep_split_and_the_mlp_side():
     with pytest.raises(ValueError, match="sweep_data"):
         W.sweep_split(cfg | {"sweep_data": "cifar"}, "cpu")
 
+
+def test_farther_stats_against_scipy_on_designed_distances():
+    """Part (i) of claim-sgd-farther: the distances at both update counts, the paired one-sided t on log distances (scipy),
+    the statuses, and the second version's effect (the paper's 1.7/1.4) failing a ratio the seeds put clearly below it."""
+    import types
+
+    from scipy import stats as sps
+
+    def runs(dists):  # distances after 0..4 updates per seed
+        return [types.SimpleNamespace(traj=types.SimpleNamespace(dist=torch.tensor(d, dtype=torch.float64))) for d in dists]
+
+    gd = runs([[0, 1.0, 2.0, 3.0, 4.0], [0, 1.1, 2.1, 3.3, 4.1], [0, 0.9, 1.9, 2.8, 3.9]])
+    sgd = runs([[0, 1.1, 2.2, 3.3, 4.9], [0, 1.2, 2.35, 3.6, 5.2], [0, 1.0, 2.05, 3.1, 4.6]])
+    v = W.farther_stats(gd, sgd, 2, 4)
+    assert v["d_gd"] == [2.0, 2.1, 1.9] and v["l_sgd"] == [4.9, 5.2, 4.6]
+    want = sps.ttest_rel(np.log([2.2, 2.35, 2.05]), np.log([2.0, 2.1, 1.9]), alternative="greater").pvalue
+    assert v["p"] == pytest.approx(want, rel=1e-9)
+    assert v["st_far"] == W.HOLDS and v["st_later"] == W.HOLDS
+    assert v["st_far_effect"] == W.HOLDS  # significantly farther: the effect is not asked about
+    same = runs([[0, 1.0, 2.02, 3.0, 4.0], [0, 1.1, 2.08, 3.3, 4.1], [0, 0.9, 1.9, 2.8, 3.9]])  # SGD/GD about 1.0
+    w = W.farther_stats(gd, same, 2, 4)
+    assert w["st_far"] == W.UNDECIDED and w["st_far_effect"] == W.FAILS  # the seeds exclude 1.7/1.4 = 1.21
+    assert v["ratio"] == W.mean_ci(np.array([2.2, 2.35, 2.05]) / np.array([2.0, 2.1, 1.9]), 3)
+    one = W.farther_stats(gd[:1], sgd[:1], 2, 4)
+    assert np.isnan(one["p"]) and one["st_far"] == W.UNDECIDED
