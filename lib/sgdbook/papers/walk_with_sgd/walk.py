@@ -544,7 +544,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     significantly non-zero, two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
     batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
-    from ...stats import one_sample_t, replicates_to_decide, slope_t, slopes, t_interval
+    from ...stats import one_sample_t, replicates_to_decide, slopes, t_interval
 
     if part3_against not in ("threshold", "zero"):
         raise ValueError(f"part3_against must be 'threshold' or 'zero', got {part3_against!r}")
@@ -554,8 +554,8 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     cos_bs, dist_bs, cos_lr = (np.asarray(a, float) for a in (cos_bs, dist_bs, cos_lr))
     set_bs = np.ones(cos_bs.shape, bool) if settled_bs is None else np.asarray(settled_bs, bool)
     set_lr = np.ones(cos_lr.shape, bool) if settled_lr is None else np.asarray(settled_lr, bool)
-    s_cos = slope_t(lb, cos_bs)
-    s_dist = slope_t(lb, np.log(dist_bs))
+    sl_cos, sl_dist = slopes(lb, cos_bs), slopes(lb, np.log(dist_bs))  # per seed
+    s_cos, s_dist = one_sample_t(sl_cos), one_sample_t(sl_dist)  # stats.slope_t
 
     def trend(t, sign):  # sign −1: the claim is a negative slope
         if not set_bs.all():
@@ -565,14 +565,15 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
 
     st1, st2 = trend(s_cos, -1), trend(s_dist, -1)
     keep = set_lr.all(0)
-    s_lr = slope_t(ll[keep], cos_lr[:, keep]) if keep.sum() >= 3 else None
+    sl_lr = slopes(ll[keep], cos_lr[:, keep]) if keep.sum() >= 3 else None
+    s_lr = one_sample_t(sl_lr) if sl_lr is not None else None
     excess, excess_ci, lr_ci = None, [float("nan")] * 2, [float("nan")] * 2
     if s_lr is not None:  # per seed: the rate slope beyond half the batch slope, on the side of the mean slopes
         sign_lr, sign_b = (1.0 if s_lr.effect >= 0 else -1.0), (1.0 if s_cos.effect >= 0 else -1.0)
-        per_seed = sign_lr * slopes(ll[keep], cos_lr[:, keep]) - 0.5 * sign_b * slopes(lb, cos_bs)
+        per_seed = sign_lr * sl_lr - 0.5 * sign_b * sl_cos
         excess = one_sample_t(per_seed)
         excess_ci, lr_ci = ([c.mean - c.half_width, c.mean + c.half_width]
-                            for c in (t_interval(per_seed), t_interval(slopes(ll[keep], cos_lr[:, keep]))))
+                            for c in (t_interval(per_seed), t_interval(sl_lr)))
     if s_lr is None or not set_bs.all():  # (3) compares with the batch sizes' slope
         st3 = UNDECIDED
     elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
@@ -583,7 +584,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     verdict = parts_verdict(statuses, key=(0,))
     to_decide = {}  # seeds a t test would need at the observed mean and spread, for the parts more seeds can decide
     if set_bs.all():
-        for i, (st, per) in enumerate(((st1, slopes(lb, cos_bs)), (st2, slopes(lb, np.log(dist_bs))))):
+        for i, (st, per) in enumerate(((st1, sl_cos), (st2, sl_dist))):
             if st == UNDECIDED:
                 to_decide[str(i + 1)] = replicates_to_decide(per, level=level)
         if st3 == UNDECIDED and excess is not None:
