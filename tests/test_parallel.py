@@ -2,6 +2,7 @@ import functools
 import math
 import operator
 import os
+import time
 
 import pytest
 import torch
@@ -28,13 +29,28 @@ def test_run_jobs_names_the_failing_job_and_keeps_the_error():
     assert err.value.errno == 2 and "in the job" in err.value.__notes__[0]
 
 
+def _exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie not yet reaped is gone too
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_stopped_pool_is_replaced():
     assert parallel.run_jobs(abs, [(-1,), (-2,)], workers=2) == [1, 2]
     procs = list(parallel._POOLS[2]._processes.values())
     parallel._drop(2, stop=True)  # what an interrupt does
-    for proc in procs:
+    for proc in procs:  # gone from the OS (is_alive can race with the executor's own thread reaping it)
         proc.join(timeout=10)
-        assert not proc.is_alive()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _exists(proc.pid):
+            time.sleep(0.05)
+        assert not _exists(proc.pid)
     assert 2 not in parallel._POOLS
     assert parallel.run_jobs(abs, [(-3,), (-4,)], workers=2) == [3, 4]
 
