@@ -4,11 +4,14 @@ import operator
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sgdbook import parallel
 from sgdbook.papers.walk_with_sgd import walk as W
+from sgdbook.trajectory import max_gradient_variance
 
 
 def test_run_jobs_keeps_the_order_and_takes_tuples_or_keywords():
@@ -116,3 +119,54 @@ def test_run_walks_refuses_a_builder_it_cannot_send():
         W.run_walks(d, [job], workers=1)  # whatever the number of workers
     with pytest.raises(ValueError, match="post"):
         W.run_walks(d, [dict(job, model=W.model_builder("mlp", {"paper_models": False}))], post=lambda r: 0, workers=1)
+
+
+def test_run_checkpointeds_in_the_pool_equals_run_checkpointed_with_one_thread():
+    d = W.digits_split(150)
+    cfg = {"paper_models": False}
+    base = [dict(data=d, model=W.model_builder(n, cfg), init=W.init_seed(n, s), generator_seed=7 + s, lr=0.1, steps=6,
+                 every=3, batch_size=b, noise_std=z, run=f"{n} {s}")
+            for n, b, s, z in (("cnn", 25, 0, 0.0), ("resnet", None, 1, 0.05), ("mlp", 50, 2, 0.0))]
+    pool = W.run_checkpointeds(base, workers=2)
+    here = W.run_checkpointeds(base, workers=1)
+    cont = [dict(j, steps=3, start=r.last, generator_seed=99) for j, r in zip(base, pool)]
+    pool2 = W.run_checkpointeds(cont, workers=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref, ref2 = [], []
+        for j in base:
+            model = W.make_model(j["run"].split()[0], cfg, torch.Generator().manual_seed(j["init"]))
+            kw = {k: j[k] for k in ("lr", "steps", "every", "batch_size", "noise_std", "run")}
+            ref.append(W.run_checkpointed(model, d, generator=torch.Generator().manual_seed(j["generator_seed"]), **kw))
+            ref2.append(W.run_checkpointed(model, d, generator=torch.Generator().manual_seed(99), start=ref[-1].last,
+                                           **dict(kw, steps=3)))
+    finally:
+        torch.set_num_threads(before)
+    for runs, refs in ((pool, ref), (here, ref), (pool2, ref2)):
+        for a, r in zip(runs, refs):
+            assert a.steps == r.steps and a.train_loss == r.train_loss and a.valid_acc == r.valid_acc
+            np.testing.assert_array_equal(a.dist, r.dist)
+            np.testing.assert_array_equal(a.cos, r.cos)
+            assert torch.equal(a.last.theta, r.last.theta)
+    assert pool2[0].steps == [3]  # the continuation's own steps
+    with pytest.raises(ValueError, match="model_builder"):
+        W.run_checkpointeds([dict(base[0], model=lambda g: W.standin("mlp", g))], workers=1)
+
+
+def test_max_variances_at_init_equal_the_estimate_here():
+    d = W.digits_split(150)
+    cfg = {"paper_models": False}
+    jobs = [dict(data=d, model=W.model_builder(n, cfg), init=W.init_seed(n, 0), generator_seed=3, batch_size=25, n_batches=4)
+            for n in ("cnn", "mlp")]
+    got = W.max_variances_at_init(jobs, workers=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = [max_gradient_variance(W.make_model(n, cfg, torch.Generator().manual_seed(W.init_seed(n, 0))),
+                                      F.cross_entropy, d.x, d.y, batch_size=25, n_batches=4,
+                                      generator=torch.Generator().manual_seed(3)) for n in ("cnn", "mlp")]
+    finally:
+        torch.set_num_threads(before)
+    assert got == want and all(v > 0 for v in got)
+

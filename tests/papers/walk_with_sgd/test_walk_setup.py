@@ -281,3 +281,16 @@ def test_farther_stats_against_scipy_on_designed_distances():
     assert v["ratio"] == W.mean_ci(np.array([2.2, 2.35, 2.05]) / np.array([2.0, 2.1, 1.9]), 3)
     one = W.farther_stats(gd[:1], sgd[:1], 2, 4)
     assert np.isnan(one["p"]) and one["st_far"] == W.UNDECIDED
+
+
+def test_role_datas_load_each_data_set_once():
+    cfg = {"data": "digits", "n_train": 150}
+    out = W.role_datas(["cnn", "resnet", "mlp"], cfg, "cpu")
+    assert out["cnn"] is out["resnet"] is out["mlp"] and out["cnn"].x.shape[0] == 150
+
+
+def test_role_datas_give_the_mlp_mnist_at_the_paper_scale(monkeypatch):
+    calls = []
+    monkeypatch.setattr(W, "role_data", lambda role, cfg, device: calls.append(role) or ("mnist" if role == "mlp" else "cifar10"))
+    out = W.role_datas(["cnn", "resnet", "mlp"], {"data": "paper"}, "cpu")
+    assert out == {"cnn": "cifar10", "resnet": "cifar10", "mlp": "mnist"} and calls == ["cnn", "mlp"]

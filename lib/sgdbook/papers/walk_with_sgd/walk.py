@@ -38,7 +38,7 @@ from ...data import digits, fashion_mnist, label_noise, paper_dataset, to_cifar_
 from ...landscape import WindowProfile, window_profile
 from ...models import count_parameters, mlp, preact_resnet, small_cnn, vgg
 from ...parallel import check_sendable, run_jobs
-from ...trajectory import Trajectory, record_trajectory
+from ...trajectory import Trajectory, max_gradient_variance, record_trajectory
 
 #: Parameter counts of the paper's networks as built here (VGG-11's follows from vgg11_bn and the
 #: 512-512-10 head; ResNet-56's from He et al.'s pre-activation layout with 1×1 projection
@@ -163,6 +163,20 @@ def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> Walk
     kind = "mnist" if role == "mlp" else "cifar10"
     return paper_split(kind, cfg["n_train"], 5000, label_noise_fraction=label_noise_fraction,
                        eval_n=cfg["eval_n"], device=device)
+
+
+def role_datas(roles, cfg, device) -> dict[str, WalkData]:
+    """:func:`role_data` of each of ``roles``, each data set loaded once (at the ``smoke`` and
+    ``book`` scales every role shares one digits split; at the ``paper`` scale the MLP gets MNIST
+    and the convolutional nets share CIFAR-10)."""
+    loaded: dict[str, WalkData] = {}
+    out = {}
+    for role in roles:
+        kind = "digits" if cfg["data"] == "digits" else ("mnist" if role == "mlp" else "cifar10")
+        if kind not in loaded:
+            loaded[kind] = role_data(role, cfg, device)
+        out[role] = loaded[kind]
+    return out
 
 
 def sweep_split(cfg, device) -> dict[str, WalkData]:
@@ -898,6 +912,50 @@ def run_checkpointed(model: nn.Module, data: WalkData, *, lr, steps: int, every:
         tl.append(evaluate_theta(model, traj.theta, traj.buffers, data.x, data.y, bn_mode="train")[0])
         va.append(evaluate_theta(model, traj.theta, traj.buffers, data.xv, data.yv, bn_mode="eval")[1])
     return Checkpointed(pts, tl, va, np.concatenate(cos), np.concatenate(dist), np.concatenate(norm), traj)
+
+
+def _checkpointed_job(data: WalkData, model, init: int, generator_seed: int, kw: dict) -> Checkpointed:
+    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
+    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
+    return run_checkpointed(net, data, generator=gen, **kw)
+
+
+def run_checkpointeds(jobs, *, workers: int | None = None, desc: str = "") -> list[Checkpointed]:
+    """:func:`run_checkpointed` for each job, in one-thread worker processes
+    (:func:`sgdbook.parallel.run_jobs`; the same numbers whatever the number of workers). A job is
+    a dict of ``data``, ``model`` (a builder ``model(generator)``, e.g. :func:`model_builder`),
+    ``init`` (the seed of the initialisation generator), ``generator_seed`` (the seed of the run's
+    own generator: minibatches and noise) and :func:`run_checkpointed`'s other keywords (``start``
+    included). Returns the runs in the jobs' order."""
+    args = []
+    for j in jobs:
+        j = dict(j)
+        data, model = j.pop("data"), j.pop("model")
+        check_sendable(model, f"run_checkpointeds: the model builder of {j.get('run', 'a job')!r} (build it with "
+                              "walk.model_builder)")
+        args.append((data, model, int(j.pop("init")), int(j.pop("generator_seed")), j))
+    device = args[0][0].x.device if args else None
+    return run_jobs(_checkpointed_job, args, workers=workers, device=device, desc=desc,
+                    label=lambda a: f"{a[4].get('run', 'run')} lr={a[4].get('lr')} batch={a[4].get('batch_size')}")
+
+
+def _variance_job(data: WalkData, model, init: int, generator_seed: int, batch_size: int, n_batches: int) -> float:
+    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
+    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
+    return max_gradient_variance(net, F.cross_entropy, data.x, data.y, batch_size=batch_size, n_batches=n_batches,
+                                 generator=gen)
+
+
+def max_variances_at_init(jobs, *, workers: int | None = None, desc: str = "") -> list[float]:
+    """:func:`sgdbook.trajectory.max_gradient_variance` at the initialisation of each job (a dict of
+    ``data``, ``model`` (a builder), ``init``, ``generator_seed``, ``batch_size``, ``n_batches``),
+    in one-thread worker processes like :func:`run_checkpointeds` (the noise level of the runs
+    that follow: the same bits whatever the number of workers)."""
+    jobs = [dict(j) for j in jobs]
+    for j in jobs:
+        check_sendable(j["model"], "max_variances_at_init: the model builder (build it with walk.model_builder)")
+    device = jobs[0]["data"].x.device if jobs else None
+    return run_jobs(_variance_job, jobs, workers=workers, device=device, desc=desc)
 
 
 # ----------------------------------------------------------------------------- judging: parts that hold, fail or cannot decide
