@@ -96,6 +96,58 @@ def test_bracket_search_extends_until_the_best_is_inside():
         LS.bracket_search(peaked(0.2), [0.1, 0.2, 0.4], low=0.2, high=1.0)
 
 
+
+def test_bracket_searches_equal_the_searches_one_by_one():
+    optima = {"a": 0.8, "b": 5.0, "c": 0.05, "d": 0.2}
+
+    def f(key, r):
+        return float("nan") if key == "d" and r > 0.3 else -abs(np.log2(r / optima[key]))
+
+    rounds = []
+
+    def score_many(pairs):
+        rounds.append(list(pairs))
+        return [f(k, r) for k, r in pairs]
+
+    got = LS.bracket_searches(score_many, optima, [0.1, 0.2, 0.4], low=0.025, high=1.6)
+    for k in optima:
+        want = LS.bracket_search(lambda r, k=k: f(k, r), [0.1, 0.2, 0.4], low=0.025, high=1.6)
+        assert list(got[k].scores) == list(want.scores)  # the same rates, in order
+        np.testing.assert_array_equal(list(got[k].scores.values()), list(want.scores.values()))  # NaN where diverged
+        assert (got[k].best, got[k].tuned, got[k].edge) == (want.best, want.tuned, want.edge)
+    assert len(rounds[0]) == 12 and max(len(r) for r in rounds[1:]) <= 4  # the grids together, then one rate per search
+    assert len(rounds) == 1 + max(len(t.scores) - 3 for t in got.values())
+    with pytest.raises(ValueError, match="returned 1 scores"):
+        LS.bracket_searches(lambda pairs: [0.0], ["a"], [0.1, 0.2, 0.4], low=0.025, high=1.6)
+
+
+def test_run_schedules_in_the_pool_equal_train_curves_with_one_thread():
+    from sgdbook.papers.walk_with_sgd import walk as W
+
+    cfg = dict(data="fashion", side=14, n_train=200, n_valid=100, n_test=100)
+    d = LS.schedule_data(cfg, "cpu")
+    steps = 2 * (200 // 50)
+    base = dict(data=d, steps=steps, shape=SHAPE, epochs=2, batch_size=50, diverged_ok=True)
+    jobs = [dict(base, model=W.model_builder(n, {"paper_models": False}), init=W.init_seed(n, 0), generator_seed=5, kind=k,
+                 peak=p, curves=c, run=f"{n} {k} {p}")
+            for n, k, p, c in (("cnn", "CLR", 0.1, True), ("resnet", "step", 0.2, False), ("cnn", "step", 1e30, False))]
+    pool = LS.run_schedules(jobs, workers=2)
+    here = LS.run_schedules(jobs, workers=1)
+    assert pool[2] is None and here[2] is None  # diverged, allowed
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for j, a, b in zip(jobs[:2], pool, here):
+            model = W.make_model(j["run"].split()[0], {"paper_models": False}, torch.Generator().manual_seed(j["init"]))
+            ref = LS.train_curves(model, d, LS.make_schedule(j["kind"], j["peak"], steps, **SHAPE), epochs=2, batch_size=50,
+                                  generator=torch.Generator().manual_seed(5), curves=j["curves"])
+            assert a == ref and b == ref
+    finally:
+        torch.set_num_threads(before)
+    assert len(pool[0].val_acc) == 2 and len(pool[1].val_acc) == 1
+    with pytest.raises(Exception, match="non-finite"):
+        LS.run_schedules([dict(jobs[2], diverged_ok=False)], workers=1)
+
 def test_sharpness_statuses_gate_the_end_effects_on_the_regime():
     rng = np.random.default_rng(1)
     base = np.array([1.0, 10.0, 8.0, 4.0, 2.0])
@@ -130,3 +182,39 @@ def test_sharpness_reasons_name_failing_and_open_parts():
     assert "30.0% training accuracy" in why and "99 %" in decide
     all_hold = dict.fromkeys(st, "holds")
     assert S.sharpness_reasons(all_hold, j, run_steps=45_000, in_regime=True, final_train_acc=1.0) == ("", "")
+
+
+def test_run_many_in_the_pool_equals_the_runs_with_one_thread():
+    from sgdbook.papers.walk_with_sgd import walk as W
+
+    d = W.digits_split(150)
+    cfg = {"paper_models": False}
+    common = dict(data=d, lr=0.1, batch_size=50, epochs=2, tol=1e-3)
+    sharp = [dict(common, model=W.model_builder(n, cfg), init=W.init_seed(n, 0), generator_seed=4, checkpoints=[1, 2],
+                  hessian_n=60, run=n) for n in ("cnn", "resnet")]
+    cov = [dict(common, model=W.model_builder("cnn-nobn", cfg), init=W.init_seed("cnn-nobn", s), generator_seed=8 + s,
+                checkpoints=[2], n=60, k=2, snapshot_at=1 if s == 0 else None, run=f"nobn {s}") for s in range(2)]
+    got_s, got_c = S.run_many("sharpness", sharp, workers=2), S.run_many("covariance", cov, workers=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for j, got in zip(sharp, got_s):
+            model = W.make_model(j["run"], cfg, torch.Generator().manual_seed(j["init"]))
+            ref = S.sharpness_run(model, d, lr=0.1, batch_size=50, epochs=2, checkpoints=[1, 2], hessian_n=60, tol=1e-3,
+                                  generator=torch.Generator().manual_seed(4), show_progress=False)
+            assert got == ref and got.epochs == [0, 1, 2]
+        for s, (j, got) in enumerate(zip(cov, got_c)):
+            model = W.make_model("cnn-nobn", cfg, torch.Generator().manual_seed(j["init"]))
+            ref = S.covariance_run(model, d, lr=0.1, batch_size=50, epochs=2, checkpoints=[2], n=60, k=2, tol=1e-3,
+                                   generator=torch.Generator().manual_seed(8 + s), snapshot_at=j["snapshot_at"],
+                                   show_progress=False)
+            assert (got.epochs, got.lam_h, got.lam_c, got.train_loss) == (ref.epochs, ref.lam_h, ref.lam_c, ref.train_loss)
+            assert got.share[0].share.tolist() == ref.share[0].share.tolist()
+            assert (got.snapshot is None) == (ref.snapshot is None) == (s == 1)
+            if ref.snapshot is not None:  # the model at epoch 1, for Eq. 2
+                for a, b in zip(got.snapshot.state_dict().values(), ref.snapshot.state_dict().values()):
+                    assert torch.equal(a, b)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="unknown kind"):
+        S.run_many("hessian", sharp)

@@ -11,9 +11,11 @@ step-wise learning-rate schedules, tuned on validation data and compared on held
   ``gamma`` at each milestone.
 - :func:`bracket_search`: the grid search of one schedule's rate on a geometric grid, extended at
   whichever end holds the best score until the best lies inside the grid (or a bound is reached):
-  a tuned rate is one with a worse rate on either side.
+  a tuned rate is one with a worse rate on either side; :func:`bracket_searches` runs several
+  such searches with each round's runs together.
 - :func:`train_curves`: SGD with a schedule (:func:`sgdbook.training.sgd_train`), the mean
-  minibatch loss and the validation accuracy after every epoch, and the final test accuracy.
+  minibatch loss and the validation accuracy after every epoch, and the final test accuracy;
+  :func:`run_schedules` runs many in one-thread worker processes.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from torch import nn
 
 from ... import schedules, training
 from ...data import fashion_mnist, paper_dataset
+from ...parallel import check_sendable, run_jobs
 
-__all__ = ["KINDS", "Curves", "ScheduleData", "Tuning", "bracket_search", "make_schedule", "schedule_data", "train_curves"]
+__all__ = ["KINDS", "Curves", "ScheduleData", "Tuning", "bracket_search", "bracket_searches", "make_schedule", "run_schedules",
+           "schedule_data", "train_curves"]
 
 #: The three schedules of Figures 6 and 27.
 KINDS = ("CLR", "trapezoid", "step")
@@ -149,6 +153,37 @@ class Tuning:
         return sorted(self.scores)
 
 
+def _check_bracket(grid, low: float, high: float, factor: float) -> list[float]:
+    rates = sorted(float(r) for r in grid)
+    if len(rates) < 3 or len(set(rates)) != len(rates):
+        raise ValueError(f"a bracketing grid needs at least 3 distinct rates, got {grid}")
+    if not 0 < low <= rates[0] or not rates[-1] <= high or factor <= 1:
+        raise ValueError(f"need 0 < low <= min(grid), max(grid) <= high and factor > 1; got low = {low}, grid = "
+                         f"{rates}, high = {high}, factor = {factor}")
+    return rates
+
+
+def _best(scores: dict) -> float:  # NaN (a diverged run) below every number; ties to the smaller rate
+    return max(scores, key=lambda r: (-math.inf if math.isnan(scores[r]) else scores[r], -r))
+
+
+def _next_rate(scores: dict, low: float, high: float, factor: float) -> float | None:
+    """The rate a bracketing search tries next, or None when its best rate is bracketed (or at a bound)."""
+    tol = 1e-9
+    tried, best = sorted(scores), _best(scores)
+    if best == tried[-1] and best * factor <= high * (1 + tol):
+        return round(best * factor, 12)
+    if best == tried[0] and best / factor >= low * (1 - tol):
+        return round(best / factor, 12)
+    return None
+
+
+def _tuning(scores: dict) -> Tuning:
+    tried, best = sorted(scores), _best(scores)
+    tuned = tried[0] < best < tried[-1]
+    return Tuning(scores=scores, best=best, tuned=tuned, edge=None if tuned else ("top" if best == tried[-1] else "bottom"))
+
+
 def bracket_search(score: Callable[[float], float], grid, *, low: float, high: float, factor: float = 2.0) -> Tuning:
     """Grid search of the rate maximising ``score(rate)`` that brackets its optimum.
 
@@ -156,32 +191,56 @@ def bracket_search(score: Callable[[float], float], grid, *, low: float, high: f
     best rate is the largest tried and ``factor`` times it is at most ``high``, that rate is tried
     too; likewise below, down to ``low``. A NaN score (a diverged run) ranks below every number;
     ties go to the smaller rate. The best rate is ``tuned`` when it has a tried rate on each side."""
-    rates = sorted(float(r) for r in grid)
-    if len(rates) < 3 or len(set(rates)) != len(rates):
-        raise ValueError(f"a bracketing grid needs at least 3 distinct rates, got {grid}")
-    if not 0 < low <= rates[0] or not rates[-1] <= high or factor <= 1:
-        raise ValueError(f"need 0 < low <= min(grid), max(grid) <= high and factor > 1; got low = {low}, grid = "
-                         f"{rates}, high = {high}, factor = {factor}")
-    scores: dict = {}
+    return bracket_searches(lambda pairs: [score(r) for _, r in pairs], [None], grid, low=low, high=high,
+                            factor=factor)[None]
 
-    def key(r: float) -> tuple[float, float]:
-        v = scores[r]
-        return (-math.inf if math.isnan(v) else v, -r)
 
-    for r in rates:
-        scores[r] = float(score(r))
-    tol = 1e-9
-    while True:
-        tried = sorted(scores)
-        best = max(tried, key=key)
-        if best == tried[-1] and best * factor <= high * (1 + tol):
-            r = round(best * factor, 12)
-        elif best == tried[0] and best / factor >= low * (1 - tol):
-            r = round(best / factor, 12)
-        else:
-            break
-        scores[r] = float(score(r))
-    tried = sorted(scores)
-    tuned = tried[0] < best < tried[-1]
-    edge = None if tuned else ("top" if best == tried[-1] else "bottom")
-    return Tuning(scores=scores, best=best, tuned=tuned, edge=edge)
+def bracket_searches(score_many: Callable[[list], list], keys, grid, *, low: float, high: float,
+                     factor: float = 2.0) -> dict:
+    """:func:`bracket_search` for each of ``keys`` (e.g. ``(network, schedule)``) at once, the same
+    searches with each round's scores asked for together: ``score_many([(key, rate), …])`` returns
+    their scores in order (e.g. runs in worker processes, :func:`run_schedules`). The first round
+    is every key's whole ``grid``; each later round, the next rate of every search not yet
+    bracketed. Returns ``{key: Tuning}``."""
+    rates = _check_bracket(grid, low, high, factor)
+    keys = list(keys)
+    scores: dict = {k: {} for k in keys}
+    ask = [(k, r) for k in keys for r in rates]
+    while ask:
+        got = list(score_many(ask))
+        if len(got) != len(ask):
+            raise ValueError(f"score_many returned {len(got)} scores for {len(ask)} (key, rate) pairs")
+        for (k, r), v in zip(ask, got):
+            scores[k][r] = float(v)
+        ask = [(k, r) for k in keys if (r := _next_rate(scores[k], low, high, factor)) is not None]
+    return {k: _tuning(scores[k]) for k in keys}
+
+
+def _schedule_job(data: ScheduleData, model, init: int, generator_seed: int, kind: str, peak: float, steps: int,
+                  shape: dict, *, epochs: int, batch_size: int, curves: bool, run: str,
+                  diverged_ok: bool) -> Curves | None:
+    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
+    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
+    try:
+        return train_curves(net, data, make_schedule(kind, peak, steps, **shape), epochs=epochs, batch_size=batch_size,
+                            generator=gen, curves=curves, run=run)
+    except training.DivergenceError:
+        if diverged_ok:
+            return None
+        raise
+
+
+def run_schedules(jobs, *, workers: int | None = None, desc: str = "") -> list[Curves | None]:
+    """:func:`train_curves` for each job, in one-thread worker processes
+    (:func:`sgdbook.parallel.run_jobs`: the same numbers whatever the number of workers). A job is a
+    dict of ``data``, ``model`` (a builder ``model(generator)``: ``walk.model_builder``), ``init``
+    (the seed of the initialisation generator), ``generator_seed`` (the minibatches'), ``kind``,
+    ``peak``, ``steps`` and ``shape`` (:func:`make_schedule`'s), ``epochs``, ``batch_size``,
+    ``curves``, ``run`` (its name) and ``diverged_ok`` (a run whose loss turns non-finite gives
+    None instead of raising). Returns the results in the jobs' order."""
+    jobs = [dict(j) for j in jobs]
+    for j in jobs:
+        check_sendable(j["model"], f"run_schedules: the model builder of {j.get('run', 'a job')!r} (build it with "
+                                   "walk.model_builder)")
+    device = jobs[0]["data"].x.device if jobs else None
+    return run_jobs(_schedule_job, jobs, workers=workers, device=device, desc=desc, label=lambda j: j["run"])
