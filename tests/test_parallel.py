@@ -170,3 +170,18 @@ def test_max_variances_at_init_equal_the_estimate_here():
         torch.set_num_threads(before)
     assert got == want and all(v > 0 for v in got)
 
+
+def test_run_walks_by_role_gives_each_stand_in_its_data_in_the_jobs_order():
+    small, other = W.digits_split(150), W.digits_split(120)
+    cfg = {"paper_models": False}
+    datas = {"cnn": small, "resnet": small, "mlp": other}
+    jobs = [dict(name=n, lr=0.1, steps=3, batch_size=30, seed=s, windows=[], model=W.model_builder(n, cfg))
+            for n, s in (("mlp", 0), ("cnn", 1), ("mlp", 1), ("resnet", 0))]
+    got = W.run_walks_by_role(datas, jobs, workers=2)
+    for j, (run, _) in zip(jobs, got):
+        assert run.name == j["name"] and run.seed == j["seed"] and run.data is datas[j["name"]]
+        ref = W.run_walks(datas[j["name"]], [j], workers=1)[0][0]
+        assert torch.equal(ref.traj.loss, run.traj.loss)
+    with pytest.raises(ValueError, match="no data for mlp"):
+        W.run_walks_by_role({"cnn": small}, jobs[:2], workers=1)
+

@@ -389,6 +389,26 @@ def run_walks(data: WalkData, jobs, *, post=None, workers: int | None = None, de
     return out
 
 
+def run_walks_by_role(datas: dict[str, WalkData], jobs, *, post=None, workers: int | None = None,
+                      desc: str = "") -> list:
+    """:func:`run_walks` with each job on the data of its stand-in, ``datas[job["name"]]`` (e.g.
+    :func:`role_datas`: one data set for all at the ``book`` scale, MNIST for the MLP at the
+    ``paper`` scale): one :func:`run_walks` call per data set, the results in the jobs' order."""
+    jobs = list(jobs)
+    missing = sorted({j["name"] for j in jobs} - set(datas))
+    if missing:
+        raise ValueError(f"run_walks_by_role: no data for {', '.join(missing)} (have: {', '.join(datas)})")
+    out: list = [None] * len(jobs)
+    groups: dict[int, list[int]] = {}
+    for i, j in enumerate(jobs):
+        groups.setdefault(id(datas[j["name"]]), []).append(i)
+    for idx in groups.values():
+        done = run_walks(datas[jobs[idx[0]]["name"]], [jobs[i] for i in idx], post=post, workers=workers, desc=desc)
+        for i, r in zip(idx, done):
+            out[i] = r
+    return out
+
+
 def span_heights(run: WalkRun, spans, *, dtype: torch.dtype | None = None, rtol: float = 1e-6) -> list[float]:
     """The mean height above the valley floor (:func:`profile`) over each span ``(a, b)`` of steps
     of ``run`` (e.g. Table 2's epochs)."""
