@@ -73,6 +73,10 @@ def test_model_data_mismatch_is_a_clear_error():
     cnn = vmf_models.vmf_model("CNN")
     with pytest.raises(ValueError, match="3 input channels"):
         training.check_model_data(cnn, torch.rand(4, 1, 28, 28))
+    small = models.small_cnn((8, 16, 32), (32,), bn=True, generator=torch.Generator().manual_seed(0))
+    training.check_model_data(small, torch.rand(4, 1, 8, 8))  # digits fit
+    with pytest.raises(ValueError, match=r"first layer takes inputs of shape \(1, 2, 2\).*too small for its pooling"):
+        training.check_model_data(small, torch.rand(4, 1, 2, 2))
 
 
 def test_gd_is_one_full_batch_step_per_epoch_and_adam_runs():

@@ -60,12 +60,20 @@ def check_model_data(model: nn.Module, x: torch.Tensor, name: str = "the data") 
             model(x[:2])
     except RuntimeError as err:
         first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+        shape = tuple(x.shape[1:])
+        fits_first = (isinstance(first, nn.Linear) and x[0].numel() == first.in_features) or (
+            isinstance(first, nn.Conv2d) and len(shape) == 3 and shape[0] == first.in_channels)
+        if fits_first:  # the first layer takes them: a later one does not (e.g. images too small for its pooling)
+            raise ValueError(
+                f"{type(model).__name__} does not fit {name}: its first layer takes inputs of shape {shape} (per "
+                f"example), but a later layer fails on them; images may be too small for its pooling ({err})"
+            ) from err
         expects = (
             f"{first.in_features} input features" if isinstance(first, nn.Linear)
             else f"{first.in_channels} input channels" if isinstance(first, nn.Conv2d) else "another shape"
         )
         raise ValueError(
-            f"{type(model).__name__} does not fit {name}: inputs of shape {tuple(x.shape[1:])} "
+            f"{type(model).__name__} does not fit {name}: inputs of shape {shape} "
             f"(per example), while its first layer expects {expects} ({err})"
         ) from err
 
