@@ -218,3 +218,9 @@ def test_run_many_in_the_pool_equals_the_runs_with_one_thread():
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="unknown kind"):
         S.run_many("hessian", sharp)
+
+
+def test_a_constant_schedule_for_the_exercises():
+    sched = LS.make_schedule("constant", 0.3, 100, **SHAPE)
+    assert torch.equal(sched.values(100), torch.full((100,), 0.3, dtype=sched.values(100).dtype))
+    assert "constant" not in LS.KINDS  # not one of the compared schedules

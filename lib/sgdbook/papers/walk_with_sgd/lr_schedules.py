@@ -89,12 +89,14 @@ def schedule_data(cfg, device) -> ScheduleData:
 
 def make_schedule(kind: str, peak: float, steps: int, *, base_ratio: float, half_cycle: float, anneal: float,
                   milestones=(0.5, 0.75), gamma: float = 0.1) -> schedules.Schedule:
-    """The schedule ``kind`` (one of :data:`KINDS`) for a run of ``steps`` steps with its peak (CLR,
-    trapezoid) or initial (step) rate ``peak``; ``half_cycle``, ``anneal`` and ``milestones`` are
-    fractions of ``steps``."""
+    """The schedule ``kind`` (one of :data:`KINDS`, or ``"constant"`` for the exercises) for a run of
+    ``steps`` steps with its peak (CLR, trapezoid), initial (step) or only (constant) rate ``peak``;
+    ``half_cycle``, ``anneal`` and ``milestones`` are fractions of ``steps``."""
     if steps < 8:
         raise ValueError(f"a schedule needs at least 8 steps, got {steps}")
     hc = max(1, round(half_cycle * steps))
+    if kind == "constant":
+        return schedules.constant(peak)
     if kind == "CLR":
         return schedules.clr(base_ratio * peak, peak, hc)
     if kind == "trapezoid":
@@ -105,7 +107,7 @@ def make_schedule(kind: str, peak: float, steps: int, *, base_ratio: float, half
         return schedules.trapezoid(base_ratio * peak, peak, hc, flat, an, final_lr=0.0)
     if kind == "step":
         return schedules.step(peak, [max(1, round(m * steps)) for m in milestones], gamma)
-    raise ValueError(f"unknown schedule {kind!r}: use one of {', '.join(KINDS)}")
+    raise ValueError(f"unknown schedule {kind!r}: use one of {', '.join(KINDS)} (or 'constant')")
 
 
 @dataclass
