@@ -294,3 +294,11 @@ def test_role_datas_give_the_mlp_mnist_at_the_paper_scale(monkeypatch):
     monkeypatch.setattr(W, "role_data", lambda role, cfg, device: calls.append(role) or ("mnist" if role == "mlp" else "cifar10"))
     out = W.role_datas(["cnn", "resnet", "mlp"], {"data": "paper"}, "cpu")
     assert out == {"cnn": "cifar10", "resnet": "cifar10", "mlp": "mnist"} and calls == ["cnn", "mlp"]
+
+
+def test_role_kind_maps_each_stand_in_to_its_data_set():
+    assert {r: W.role_kind(r, {"data": "paper"}) for r in ("cnn", "cnn-nobn", "resnet", "mlp")} == {
+        "cnn": "cifar10", "cnn-nobn": "cifar10", "resnet": "cifar10", "mlp": "mnist"}
+    assert W.role_kind("mlp", {"data": "digits"}) == "digits"
+    with pytest.raises(ValueError, match="unknown data 'fashion'"):
+        W.role_kind("cnn", {"data": "fashion"})

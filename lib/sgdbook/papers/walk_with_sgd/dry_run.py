@@ -18,19 +18,18 @@ import torch.nn.functional as F
 
 from ...landscape import window_profile
 from ...trajectory import max_gradient_variance, record_trajectory
-from .walk import PAPER_PARAMETER_COUNTS, make_model
+from .walk import PAPER_PARAMETER_COUNTS, make_model, role_kind
 
 Settings = Mapping[str, Any]
 
 #: One example of each paper data set (channels, height, width).
 SHAPES = {"cifar10": (3, 32, 32), "mnist": (1, 28, 28)}
-ROLE_DATA = {"cnn": "cifar10", "cnn-nobn": "cifar10", "resnet": "cifar10", "mlp": "mnist"}
 _FEW = 4  # inputs per dry step: enough for batch norm (2 per SGD batch), small enough for a CPU
 
 
-def _inputs(role: str, device: torch.device, n: int = _FEW):
+def _inputs(role: str, cfg: Settings, device: torch.device, n: int = _FEW):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, *SHAPES[ROLE_DATA[role]], generator=g).to(device)
+    x = torch.randn(n, *SHAPES[role_kind(role, cfg)], generator=g).to(device)  # the chapters' data of each role
     return x, torch.arange(n, device=device) % 10
 
 
@@ -46,7 +45,7 @@ def _step(role: str, cfg: Settings, device: torch.device, *, lr: float, batch: b
     """One GD or SGD step of the recorder on the paper's network for ``role`` and the loss along the
     segment it made, at ``n_alpha`` points (deterministic evaluation, batch norm on the batch)."""
     model = make_model(role, cfg, torch.Generator().manual_seed(0)).to(device)
-    x, y = _inputs(role, device)
+    x, y = _inputs(role, cfg, device)
     traj = record_trajectory(model, F.cross_entropy, x, y, steps=1, lr=lr, batch_size=_FEW // 2 if batch else None,
                              generator=torch.Generator(device=device).manual_seed(1), noise_std=noise_std,
                              windows=[(0, 1)], store_buffers=True)
@@ -104,7 +103,7 @@ def isotropic_noise(cfg: Settings, device: torch.device) -> None:
         if role == "cnn-nobn":
             continue
         model = make_model(role, cfg, torch.Generator().manual_seed(0)).to(device)
-        x, y = _inputs(role, device)
+        x, y = _inputs(role, cfg, device)
         v = max_gradient_variance(model, F.cross_entropy, x, y, batch_size=_FEW // 2, n_batches=2,
                                   generator=torch.Generator(device=device).manual_seed(2))
         assert v > 0
@@ -127,7 +126,7 @@ def curvature(cfg: Settings, device: torch.device) -> None:
     assert cfg["mc_checkpoint"] in range(1, cfg["nobn_epochs"] + 1) and cfg["mc_minibatches"] >= 2
     for role in ("cnn", "resnet"):
         model = make_model(role, cfg, torch.Generator().manual_seed(0)).to(device)
-        x, y = _inputs(role, device, 2)
+        x, y = _inputs(role, cfg, device, 2)
         opt = torch.optim.SGD(model.parameters(), lr=cfg["lr_cnn" if role == "cnn" else "lr_resnet"])
         model.train()
         F.cross_entropy(model(x), y).backward()
@@ -137,7 +136,7 @@ def curvature(cfg: Settings, device: torch.device) -> None:
             v = torch.randn(h.p, generator=torch.Generator().manual_seed(1)).to(device)
             assert torch.isfinite(h(v)).all()
     model = make_model("cnn-nobn", cfg, torch.Generator().manual_seed(0)).to(device)
-    x, y = _inputs("cnn-nobn", device, 2)
+    x, y = _inputs("cnn-nobn", cfg, device, 2)
     P = sum(q.numel() for q in model.parameters())
     C = gradients.second_moment_operator(model, F.cross_entropy, x, y, centered=True)
     V = torch.linalg.qr(torch.randn(P, 2, generator=torch.Generator().manual_seed(2))).Q.to(device)
@@ -164,7 +163,7 @@ def schedules_quadratic(cfg: Settings, device: torch.device) -> None:
                  milestones=cfg["milestones"], gamma=cfg["gamma"])
     for role in ("cnn", "resnet"):
         model = make_model(role, cfg, torch.Generator().manual_seed(0)).to(device)
-        x, y = _inputs(role, device, 4)
+        x, y = _inputs(role, cfg, device, 4)
         assert cfg["lr_low"] <= min(cfg["lr_grid"]) and max(cfg["lr_grid"]) <= cfg["lr_high"] and len(cfg["lr_grid"]) >= 3
         for kind in KINDS:  # the largest rate the bracketing grid search may reach
             sched = make_schedule(kind, cfg["lr_high"], steps, **shape)

@@ -154,13 +154,24 @@ def fashion_split(n_train: int, side: int = 14, *, n_valid: int = 2000, seed: in
                     text, eval_n).to(device)
 
 
-def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> WalkData:
-    """The training data of stand-in ``role`` at the chapter's settings: digits at the ``smoke`` and
-    ``book`` scales; at the ``paper`` scale CIFAR-10 (45k/5k) for the CNN and the residual net and
-    MNIST for the MLP (with their stand-ins where they cannot be loaded)."""
+def role_kind(role: str, cfg) -> str:
+    """The data set of stand-in ``role`` at the chapter's settings: ``"digits"`` where
+    ``cfg["data"]`` says so, else the paper's: ``"mnist"`` for the MLP, ``"cifar10"`` for the
+    convolutional nets."""
     if cfg["data"] == "digits":
+        return "digits"
+    if cfg["data"] != "paper":
+        raise ValueError(f"unknown data {cfg['data']!r}: use 'digits' or 'paper'")
+    return "mnist" if role == "mlp" else "cifar10"
+
+
+def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> WalkData:
+    """The training data of stand-in ``role`` at the chapter's settings (:func:`role_kind`): digits
+    at the ``smoke`` and ``book`` scales; at the ``paper`` scale CIFAR-10 (45k/5k) for the CNN and
+    the residual net and MNIST for the MLP (with their stand-ins where they cannot be loaded)."""
+    kind = role_kind(role, cfg)
+    if kind == "digits":
         return digits_split(cfg["n_train"], label_noise_fraction=label_noise_fraction, device=device)
-    kind = "mnist" if role == "mlp" else "cifar10"
     return paper_split(kind, cfg["n_train"], 5000, label_noise_fraction=label_noise_fraction,
                        eval_n=cfg["eval_n"], device=device)
 
@@ -172,7 +183,7 @@ def role_datas(roles, cfg, device) -> dict[str, WalkData]:
     loaded: dict[str, WalkData] = {}
     out = {}
     for role in roles:
-        kind = "digits" if cfg["data"] == "digits" else ("mnist" if role == "mlp" else "cifar10")
+        kind = role_kind(role, cfg)
         if kind not in loaded:
             loaded[kind] = role_data(role, cfg, device)
         out[role] = loaded[kind]
