@@ -77,6 +77,11 @@ def test_model_data_mismatch_is_a_clear_error():
     training.check_model_data(small, torch.rand(4, 1, 8, 8))  # digits fit
     with pytest.raises(ValueError, match=r"first layer takes inputs of shape \(1, 2, 2\).*too small for its pooling"):
         training.check_model_data(small, torch.rand(4, 1, 2, 2))
+    head_first = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(5, 2))  # the second layer is wrong
+    with pytest.raises(ValueError, match=r"first layer takes inputs of shape \(4,\) \(per example\), but a later layer fails on them \(mat1"):
+        training.check_model_data(head_first, torch.rand(4, 4))
+    with pytest.raises(ValueError, match="first layer expects 3 input channels"):  # a kernel larger than the image
+        training.check_model_data(nn.Sequential(nn.Conv2d(3, 2, 5)), torch.rand(4, 3, 2, 2))
 
 
 def test_gd_is_one_full_batch_step_per_epoch_and_adam_runs():

@@ -61,12 +61,18 @@ def check_model_data(model: nn.Module, x: torch.Tensor, name: str = "the data") 
     except RuntimeError as err:
         first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
         shape = tuple(x.shape[1:])
-        fits_first = (isinstance(first, nn.Linear) and x[0].numel() == first.in_features) or (
-            isinstance(first, nn.Conv2d) and len(shape) == 3 and shape[0] == first.in_channels)
-        if fits_first:  # the first layer takes them: a later one does not (e.g. images too small for its pooling)
+        flatten = any(isinstance(m, nn.Flatten) for m in model.modules())
+        conv_fits = (isinstance(first, nn.Conv2d) and len(shape) == 3 and shape[0] == first.in_channels
+                     and (isinstance(first.padding, str) or all(
+                         s + 2 * p >= d * (k - 1) + 1
+                         for s, p, d, k in zip(shape[1:], first.padding, first.dilation, first.kernel_size))))
+        linear_fits = isinstance(first, nn.Linear) and (
+            shape[-1] == first.in_features or (flatten and x[0].numel() == first.in_features))
+        if conv_fits or linear_fits:  # the first layer takes them: a later one does not
             raise ValueError(
                 f"{type(model).__name__} does not fit {name}: its first layer takes inputs of shape {shape} (per "
-                f"example), but a later layer fails on them; images may be too small for its pooling ({err})"
+                f"example), but a later layer fails on them"
+                + ("; the images may be too small for its pooling" if conv_fits else "") + f" ({err})"
             ) from err
         expects = (
             f"{first.in_features} input features" if isinstance(first, nn.Linear)

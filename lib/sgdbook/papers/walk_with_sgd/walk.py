@@ -156,8 +156,8 @@ def fashion_split(n_train: int, side: int = 14, *, n_valid: int = 2000, seed: in
 
 def role_kind(role: str, cfg) -> str:
     """The data set of stand-in ``role`` at the chapter's settings: ``"digits"`` where
-    ``cfg["data"]`` says so, else the paper's: ``"mnist"`` for the MLP, ``"cifar10"`` for the
-    convolutional nets."""
+    ``cfg["data"]`` is ``"digits"``; where it is ``"paper"``, the paper's: ``"mnist"`` for the MLP,
+    ``"cifar10"`` for the convolutional nets (any other value is an error)."""
     if cfg["data"] == "digits":
         return "digits"
     if cfg["data"] != "paper":
