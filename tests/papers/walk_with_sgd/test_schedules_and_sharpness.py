@@ -208,8 +208,11 @@ def test_run_many_in_the_pool_equals_the_runs_with_one_thread():
             ref = S.covariance_run(model, d, lr=0.1, batch_size=50, epochs=2, checkpoints=[2], n=60, k=2, tol=1e-3,
                                    generator=torch.Generator().manual_seed(8 + s), snapshot_at=j["snapshot_at"],
                                    show_progress=False)
-            assert (got.epochs, got.lam_h, got.lam_c, got.train_loss) == (ref.epochs, ref.lam_h, ref.lam_c, ref.train_loss)
-            assert got.share[0].share.tolist() == ref.share[0].share.tolist()
+            assert (got.epochs, got.lam_h, got.train_loss) == (ref.epochs, ref.lam_h, ref.train_loss)
+            # C and the noise share come from per-example gradients, whose convolution form is picked by
+            # timing in each process (gradients.conv_forms): equal up to rounding, not bit for bit
+            np.testing.assert_allclose(got.lam_c, ref.lam_c, rtol=1e-9)
+            np.testing.assert_allclose(got.share[0].share, ref.share[0].share, rtol=1e-9)
             assert (got.snapshot is None) == (ref.snapshot is None) == (s == 1)
             if ref.snapshot is not None:  # the model at epoch 1, for Eq. 2
                 for a, b in zip(got.snapshot.state_dict().values(), ref.snapshot.state_dict().values()):

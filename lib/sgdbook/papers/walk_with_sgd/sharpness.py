@@ -165,8 +165,10 @@ def _run_job(kind: str, data: WalkData, model, init: int, generator_seed: int, k
 
 def run_many(kind: str, jobs, *, workers: int | None = None, desc: str = "") -> list:
     """:func:`sharpness_run` (``kind="sharpness"``) or :func:`covariance_run` (``"covariance"``) for
-    each job, in one-thread worker processes (:func:`sgdbook.parallel.run_jobs`: the same numbers
-    whatever the number of workers). A job is a dict of ``data``, ``model`` (a builder
+    each job, in one-thread worker processes (:func:`sgdbook.parallel.run_jobs`: the same training,
+    bit for bit, whatever the number of workers; what comes from per-example gradients, ``C`` and
+    the noise share, agrees up to rounding, as each process picks its convolution form by timing,
+    :func:`sgdbook.gradients.conv_forms`). A job is a dict of ``data``, ``model`` (a builder
     ``model(generator)``: ``walk.model_builder``), ``init`` (the seed of the initialisation
     generator), ``generator_seed`` (the minibatches') and the run's other keywords. Returns the
     runs in the jobs' order."""
