@@ -111,13 +111,23 @@ unit: $(INSTALLED)
 fast: $(INSTALLED)
 	$(PY) -m pytest tests -q -m "not slow"
 
-nbval: $(EXECUTED)
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(EXECUTED)
+# NBVAL_JOBS > 1: that many notebooks at once (pytest-xdist; --dist loadscope keeps each notebook's
+# cells in one worker, in order), each kernel with cores / NBVAL_JOBS threads and workers, as a
+# kernel under `make -j` gets (sgdbook.book.pipeline.kernel_env).
+NBVAL_JOBS ?= 1
+CORES := $(shell nproc 2>/dev/null || echo 1)
+NBVAL_THREADS = $(shell echo $$(( $(CORES) / $(NBVAL_JOBS) > 0 ? $(CORES) / $(NBVAL_JOBS) : 1 )))
+NBVAL_PAR = $(if $(filter-out 0 1,$(NBVAL_JOBS)),-n $(NBVAL_JOBS) --dist loadscope)
+NBVAL_ENV = $(if $(NBVAL_PAR),OMP_NUM_THREADS=$(NBVAL_THREADS) MKL_NUM_THREADS=$(NBVAL_THREADS) SGDBOOK_WORKERS=$(NBVAL_THREADS))
 
+nbval: $(EXECUTED)
+	$(NBVAL_ENV) $(PY) -m pytest -q -p no:cacheprovider --nbval-lax $(NBVAL_PAR) $(EXECUTED)
+
+# make test runs as many chapters at once as there are cores, in both passes over the notebooks
 test: $(INSTALLED)
 	$(MAKE) --no-print-directory unit
-	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu execute
-	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu nbval
+	$(MAKE) --no-print-directory -j$(CORES) SCALE=smoke DEVICE=cpu execute
+	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu NBVAL_JOBS=$(CORES) nbval
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu ledger
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu book
 	$(MAKE) --no-print-directory SCALE=smoke DEVICE=cpu browser
