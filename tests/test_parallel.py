@@ -185,3 +185,13 @@ def test_run_walks_by_role_gives_each_stand_in_its_data_in_the_jobs_order():
     with pytest.raises(ValueError, match="no data for mlp"):
         W.run_walks_by_role({"cnn": small}, jobs[:2], workers=1)
 
+
+
+def test_run_seeded_refuses_a_run_function_or_builder_it_cannot_send_and_names_the_caller():
+    d = W.digits_split(150)
+    job = dict(data=d, model=W.model_builder("mlp", {"paper_models": False}), init=0, generator_seed=1, steps=1)
+    with pytest.raises(ValueError, match="my_caller: the run function"):
+        W.run_seeded(lambda net, data, generator, steps: 0, [job], caller="my_caller", workers=1)
+    with pytest.raises(ValueError, match="my_caller: the model builder of 'r1'.*model_builder"):
+        W.run_seeded(W.run_checkpointed, [dict(job, model=lambda g: W.standin("mlp", g), run="r1")], caller="my_caller",
+                     workers=1)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ... import schedules, training
 from ...data import fashion_mnist, paper_dataset
-from ...parallel import check_sendable, run_jobs
+from .walk import run_seeded
 
 __all__ = ["KINDS", "Curves", "ScheduleData", "Tuning", "bracket_search", "bracket_searches", "make_schedule", "run_schedules",
            "schedule_data", "train_curves"]
@@ -218,14 +218,12 @@ def bracket_searches(score_many: Callable[[list], list], keys, grid, *, low: flo
     return {k: _tuning(scores[k]) for k in keys}
 
 
-def _schedule_job(data: ScheduleData, model, init: int, generator_seed: int, kind: str, peak: float, steps: int,
-                  shape: dict, *, epochs: int, batch_size: int, curves: bool, run: str,
+def _schedule_run(net: nn.Module, data: ScheduleData, *, generator: torch.Generator, kind: str, peak: float,
+                  steps: int, shape: dict, epochs: int, batch_size: int, curves: bool, run: str,
                   diverged_ok: bool) -> Curves | None:
-    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
-    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
     try:
         return train_curves(net, data, make_schedule(kind, peak, steps, **shape), epochs=epochs, batch_size=batch_size,
-                            generator=gen, curves=curves, run=run)
+                            generator=generator, curves=curves, run=run)
     except training.DivergenceError:
         if diverged_ok:
             return None
@@ -234,15 +232,10 @@ def _schedule_job(data: ScheduleData, model, init: int, generator_seed: int, kin
 
 def run_schedules(jobs, *, workers: int | None = None, desc: str = "") -> list[Curves | None]:
     """:func:`train_curves` for each job, in one-thread worker processes
-    (:func:`sgdbook.parallel.run_jobs`: the same numbers whatever the number of workers). A job is a
-    dict of ``data``, ``model`` (a builder ``model(generator)``: ``walk.model_builder``), ``init``
+    (:func:`sgdbook.papers.walk_with_sgd.walk.run_seeded`: the same numbers whatever the number of
+    workers). A job is a dict of ``data``, ``model`` (a builder ``model(generator)``: ``walk.model_builder``), ``init``
     (the seed of the initialisation generator), ``generator_seed`` (the minibatches'), ``kind``,
     ``peak``, ``steps`` and ``shape`` (:func:`make_schedule`'s), ``epochs``, ``batch_size``,
     ``curves``, ``run`` (its name) and ``diverged_ok`` (a run whose loss turns non-finite gives
     None instead of raising). Returns the results in the jobs' order."""
-    jobs = [dict(j) for j in jobs]
-    for j in jobs:
-        check_sendable(j["model"], f"run_schedules: the model builder of {j.get('run', 'a job')!r} (build it with "
-                                   "walk.model_builder)")
-    device = jobs[0]["data"].x.device if jobs else None
-    return run_jobs(_schedule_job, jobs, workers=workers, device=device, desc=desc, label=lambda j: j["run"])
+    return run_seeded(_schedule_run, jobs, caller="run_schedules", workers=workers, desc=desc)

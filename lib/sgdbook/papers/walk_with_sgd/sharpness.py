@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import curvature, gradients, training
-from ...parallel import check_sendable, run_jobs
 from .curvature_checks import NoiseShare, noise_share_of_model
-from .walk import WalkData
+from .walk import WalkData, run_seeded
 
 __all__ = [
     "PAPER_FIXED_RATE_STEPS", "CovarianceRun", "SharpnessJudgement", "SharpnessRun", "covariance_run", "judge_sharpness",
@@ -157,31 +156,19 @@ def covariance_run(
 _RUNS = {"sharpness": sharpness_run, "covariance": covariance_run}
 
 
-def _run_job(kind: str, data: WalkData, model, init: int, generator_seed: int, kw: dict):
-    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
-    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
-    return _RUNS[kind](net, data, generator=gen, show_progress=False, **kw)
-
-
 def run_many(kind: str, jobs, *, workers: int | None = None, desc: str = "") -> list:
     """:func:`sharpness_run` (``kind="sharpness"``) or :func:`covariance_run` (``"covariance"``) for
-    each job, in one-thread worker processes (:func:`sgdbook.parallel.run_jobs`: the same training,
-    bit for bit, whatever the number of workers; what comes from per-example gradients, ``C`` and
-    the noise share, agrees up to rounding, as each process picks its convolution form by timing,
-    :func:`sgdbook.gradients.conv_forms`). A job is a dict of ``data``, ``model`` (a builder
-    ``model(generator)``: ``walk.model_builder``), ``init`` (the seed of the initialisation
-    generator), ``generator_seed`` (the minibatches') and the run's other keywords. Returns the
-    runs in the jobs' order."""
+    each job, in one-thread worker processes (:func:`sgdbook.papers.walk_with_sgd.walk.run_seeded`:
+    the same training, bit for bit, whatever the number of workers; what comes from per-example
+    gradients, ``C`` and the noise share, agrees up to rounding, as each process picks its
+    convolution form by timing, :func:`sgdbook.gradients.conv_forms`). A job is a dict of ``data``,
+    ``model`` (a builder ``model(generator)``: ``walk.model_builder``), ``init`` (the seed of the
+    initialisation generator), ``generator_seed`` (the minibatches') and the run's other keywords.
+    Returns the runs in the jobs' order."""
     if kind not in _RUNS:
         raise ValueError(f"unknown kind of run {kind!r}: use one of {', '.join(_RUNS)}")
-    args = []
-    for j in jobs:
-        j = dict(j)
-        data, model = j.pop("data"), j.pop("model")
-        check_sendable(model, f"run_many: the model builder of {j.get('run', 'a job')!r} (build it with walk.model_builder)")
-        args.append((kind, data, model, int(j.pop("init")), int(j.pop("generator_seed")), j))
-    device = args[0][1].x.device if args else None
-    return run_jobs(_run_job, args, workers=workers, device=device, desc=desc, label=lambda a: a[5].get("run", "run"))
+    return run_seeded(_RUNS[kind], [{**j, "show_progress": False} for j in jobs], caller="run_many",
+                      workers=workers, desc=desc)
 
 
 def stack(runs, attr: str) -> np.ndarray:

@@ -945,36 +945,43 @@ def run_checkpointed(model: nn.Module, data: WalkData, *, lr, steps: int, every:
     return Checkpointed(pts, tl, va, np.concatenate(cos), np.concatenate(dist), np.concatenate(norm), traj)
 
 
-def _checkpointed_job(data: WalkData, model, init: int, generator_seed: int, kw: dict) -> Checkpointed:
-    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
-    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
-    return run_checkpointed(net, data, generator=gen, **kw)
+def _seeded_job(fn, *, data, model, init: int, generator_seed: int, **kw):
+    dev = data.x.device
+    net = model(torch.Generator().manual_seed(int(init))).to(dev)
+    return fn(net, data, generator=torch.Generator(device=dev).manual_seed(int(generator_seed)), **kw)
+
+
+def run_seeded(fn, jobs, *, caller: str, workers: int | None = None, desc: str = "", label=None) -> list:
+    """``fn(net, data, generator=gen, **rest)`` for each job, in one-thread worker processes
+    (:func:`sgdbook.parallel.run_jobs`: the same numbers whatever the number of workers). A job is a
+    dict of ``data``, ``model`` (a builder ``model(generator)``: :func:`model_builder`), ``init``
+    (the seed of the generator that initialises ``net``, built on ``data``'s device), ``generator_seed``
+    (the seed of the run's own generator ``gen``, on that device: minibatches and noise) and the
+    rest, ``fn``'s other keywords. ``fn`` and every builder must reach a worker
+    (:func:`sgdbook.parallel.check_sendable`), checked whatever the number of workers; ``caller``
+    names the function in that error. ``label(job)`` names a failing job (default: its ``run``).
+    Returns the results in the jobs' order."""
+    jobs = [dict(j) for j in jobs]
+    for j in jobs:
+        check_sendable(j["model"], f"{caller}: the model builder of {j.get('run', 'a job')!r} (build it with "
+                                   "walk.model_builder)")
+    check_sendable(fn, f"{caller}: the run function")
+    device = jobs[0]["data"].x.device if jobs else None
+    return run_jobs(functools.partial(_seeded_job, fn), jobs, workers=workers, device=device, desc=desc,
+                    label=label or (lambda j: str(j.get("run", "run"))))
 
 
 def run_checkpointeds(jobs, *, workers: int | None = None, desc: str = "") -> list[Checkpointed]:
-    """:func:`run_checkpointed` for each job, in one-thread worker processes
-    (:func:`sgdbook.parallel.run_jobs`; the same numbers whatever the number of workers). A job is
-    a dict of ``data``, ``model`` (a builder ``model(generator)``, e.g. :func:`model_builder`),
-    ``init`` (the seed of the initialisation generator), ``generator_seed`` (the seed of the run's
-    own generator: minibatches and noise) and :func:`run_checkpointed`'s other keywords (``start``
-    included). Returns the runs in the jobs' order."""
-    args = []
-    for j in jobs:
-        j = dict(j)
-        data, model = j.pop("data"), j.pop("model")
-        check_sendable(model, f"run_checkpointeds: the model builder of {j.get('run', 'a job')!r} (build it with "
-                              "walk.model_builder)")
-        args.append((data, model, int(j.pop("init")), int(j.pop("generator_seed")), j))
-    device = args[0][0].x.device if args else None
-    return run_jobs(_checkpointed_job, args, workers=workers, device=device, desc=desc,
-                    label=lambda a: f"{a[4].get('run', 'run')} lr={a[4].get('lr')} batch={a[4].get('batch_size')}")
+    """:func:`run_checkpointed` for each job (:func:`run_seeded`: a dict of ``data``, ``model``,
+    ``init``, ``generator_seed`` and :func:`run_checkpointed`'s other keywords, ``start``
+    included), in one-thread worker processes. Returns the runs in the jobs' order."""
+    return run_seeded(run_checkpointed, jobs, caller="run_checkpointeds", workers=workers, desc=desc,
+                      label=lambda j: f"{j.get('run', 'run')} lr={j.get('lr')} batch={j.get('batch_size')}")
 
 
-def _variance_job(data: WalkData, model, init: int, generator_seed: int, batch_size: int, n_batches: int) -> float:
-    net = model(torch.Generator().manual_seed(init)).to(data.x.device)
-    gen = torch.Generator(device=data.x.device).manual_seed(generator_seed)
+def _max_variance(net, data: WalkData, *, generator, batch_size: int, n_batches: int) -> float:
     return max_gradient_variance(net, F.cross_entropy, data.x, data.y, batch_size=batch_size, n_batches=n_batches,
-                                 generator=gen)
+                                 generator=generator)
 
 
 def max_variances_at_init(jobs, *, workers: int | None = None, desc: str = "") -> list[float]:
@@ -982,11 +989,7 @@ def max_variances_at_init(jobs, *, workers: int | None = None, desc: str = "") -
     ``data``, ``model`` (a builder), ``init``, ``generator_seed``, ``batch_size``, ``n_batches``),
     in one-thread worker processes like :func:`run_checkpointeds` (the noise level of the runs
     that follow: the same bits whatever the number of workers)."""
-    jobs = [dict(j) for j in jobs]
-    for j in jobs:
-        check_sendable(j["model"], "max_variances_at_init: the model builder (build it with walk.model_builder)")
-    device = jobs[0]["data"].x.device if jobs else None
-    return run_jobs(_variance_job, jobs, workers=workers, device=device, desc=desc)
+    return run_seeded(_max_variance, jobs, caller="max_variances_at_init", workers=workers, desc=desc)
 
 
 # ----------------------------------------------------------------------------- judging: parts that hold, fail or cannot decide
