@@ -302,3 +302,22 @@ def test_role_kind_maps_each_stand_in_to_its_data_set():
     assert W.role_kind("mlp", {"data": "digits"}) == "digits"
     with pytest.raises(ValueError, match="unknown data 'fashion'"):
         W.role_kind("cnn", {"data": "fashion"})
+
+
+def test_paper_split_takes_validation_images_where_the_authors_code_did():
+    from sgdbook.data import paper_dataset
+
+    ds, _ = paper_dataset("mnist", "train")  # MNIST, or Fashion-MNIST standing in (60,000 images either way)
+    d = W.paper_split("mnist", 100, 40, valid_start=50_000)
+    raw = ds.x.float()
+    mu, sd = raw[:100].mean(), raw[:100].std()
+    torch.testing.assert_close(d.xv, (raw[50_000:50_040] - mu) / sd)
+    torch.testing.assert_close(d.x, (raw[:100] - mu) / sd)
+    assert torch.equal(d.yv, ds.y[50_000:50_040]) and "from image 50000" in d.note
+    nxt = W.paper_split("mnist", 100, 40)  # default: the images after the training ones
+    assert torch.equal(nxt.yv, ds.y[100:140]) and "from image" not in nxt.note
+    with pytest.raises(ValueError, match="inside the 100 training images"):
+        W.paper_split("mnist", 100, 40, valid_start=50)
+    with pytest.raises(ValueError, match="cannot take 100 for training and 40 for validation from image 59990"):
+        W.paper_split("mnist", 100, 40, valid_start=59_990)
+    assert W.PAPER_SPLITS["mnist"] == (45_000, 50_000, 10_000) and W.PAPER_SPLITS["cifar10"] == (45_000, 45_000, 5_000)

@@ -114,22 +114,34 @@ def _standardise(x: torch.Tensor, n_train: int) -> torch.Tensor:
     return (x - x[:n_train].mean()) / x[:n_train].std()
 
 
-def paper_split(kind: str, n_train: int, n_valid: int, *, label_noise_fraction: float = 0.0, eval_n: int = 0,
-                device: str | torch.device = "cpu") -> WalkData:
+#: The authors' code's split of each data set: (training images, first validation image, validation images).
+PAPER_SPLITS = {"cifar10": (45_000, 45_000, 5_000), "mnist": (45_000, 50_000, 10_000)}
+
+
+def paper_split(kind: str, n_train: int, n_valid: int, *, valid_start: int | None = None,
+                label_noise_fraction: float = 0.0, eval_n: int = 0, device: str | torch.device = "cpu") -> WalkData:
     """The paper's data where it loads (``kind`` = ``"cifar10"`` or ``"mnist"``; else the stand-in
     :func:`sgdbook.data.paper_dataset` names in the note): the first ``n_train`` training images
-    for training and the next ``n_valid`` for validation (the authors' 45,000/5,000 split of
-    CIFAR-10), standardised with the training mean and standard deviation (one number each)."""
+    for training and ``n_valid`` images from ``valid_start`` (default ``n_train``, the next ones)
+    for validation, standardised with the training mean and standard deviation (one number each).
+    The authors' code (:data:`PAPER_SPLITS`): CIFAR-10 45,000 / images 45,000–49,999; MNIST 45,000
+    / images 50,000–59,999."""
     ds, note = paper_dataset(kind, "train")
-    if n_train + n_valid > len(ds):
-        raise ValueError(f"{ds.name} has {len(ds)} training images; cannot take {n_train} + {n_valid}")
-    x = _standardise(ds.x[: n_train + n_valid].float(), n_train)
-    y = ds.y[: n_train + n_valid]
+    vs = n_train if valid_start is None else int(valid_start)
+    if vs < n_train:
+        raise ValueError(f"valid_start ({vs}) must not fall inside the {n_train} training images")
+    if vs + n_valid > len(ds):
+        raise ValueError(f"{ds.name} has {len(ds)} training images; cannot take {n_train} for training and "
+                         f"{n_valid} for validation from image {vs}")
+    idx = torch.cat([torch.arange(n_train), torch.arange(vs, vs + n_valid)])
+    x = _standardise(ds.x[idx].float(), n_train)
+    y = ds.y[idx]
     yt, flipped = y[:n_train], torch.zeros(n_train, dtype=torch.bool)
     if label_noise_fraction > 0:
         noisy = label_noise(yt, label_noise_fraction, 10, torch.Generator().manual_seed(1))
         yt, flipped = noisy.y, noisy.flipped
-    text = f"{ds.name}: {n_train} training / {n_valid} validation images" + (f" ({note})" if note else "")
+    text = (f"{ds.name}: {n_train} training / {n_valid} validation images"
+            + (f" (from image {vs})" if vs != n_train else "") + (f" ({note})" if note else ""))
     return WalkData(x[:n_train], yt, x[n_train:], y[n_train:], flipped, text, eval_n).to(device)
 
 
@@ -167,13 +179,15 @@ def role_kind(role: str, cfg) -> str:
 
 def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> WalkData:
     """The training data of stand-in ``role`` at the chapter's settings (:func:`role_kind`): digits
-    at the ``smoke`` and ``book`` scales; at the ``paper`` scale CIFAR-10 (45k/5k) for the CNN and
-    the residual net and MNIST for the MLP (with their stand-ins where they cannot be loaded)."""
+    at the ``smoke`` and ``book`` scales; at the ``paper`` scale CIFAR-10 for the CNN and the
+    residual net and MNIST for the MLP (with their stand-ins where they cannot be loaded), each
+    split as the authors' code did (:data:`PAPER_SPLITS`)."""
     kind = role_kind(role, cfg)
     if kind == "digits":
         return digits_split(cfg["n_train"], label_noise_fraction=label_noise_fraction, device=device)
-    return paper_split(kind, cfg["n_train"], 5000, label_noise_fraction=label_noise_fraction,
-                       eval_n=cfg["eval_n"], device=device)
+    _, valid_start, n_valid = PAPER_SPLITS[kind]
+    return paper_split(kind, cfg["n_train"], n_valid, valid_start=max(valid_start, cfg["n_train"]),
+                       label_noise_fraction=label_noise_fraction, eval_n=cfg["eval_n"], device=device)
 
 
 def role_datas(roles, cfg, device) -> dict[str, WalkData]:

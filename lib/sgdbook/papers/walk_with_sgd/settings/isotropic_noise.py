@@ -28,7 +28,7 @@ SETTINGS = ScaleTable(
     descriptions={
         "paper_models": "the paper's VGG-11 / ResNet-56 / MLP 784-500-350-10 (else the small stand-ins)",
         "data": "digits (scikit-learn) or the paper's data sets (CIFAR-10, MNIST; stand-ins where absent)",
-        "n_train": "training images (the rest of digits validates; 5,000 held out at the paper scale)",
+        "n_train": "training images (the rest of digits validates; at the paper scale the validation images of the authors' code: CIFAR-10 45,000–49,999, MNIST 50,000–59,999)",
         "eval_n": "unused here (the training loss is always on the whole training set)",
         "batch_size": "batch of the SGD reference run and of the variance estimate",
         "lr_cnn": "learning rate of the CNN (VGG-11) runs",
