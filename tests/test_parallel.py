@@ -186,7 +186,6 @@ def test_run_walks_by_role_gives_each_stand_in_its_data_in_the_jobs_order():
         W.run_walks_by_role({"cnn": small}, jobs[:2], workers=1)
 
 
-
 def test_run_seeded_refuses_a_run_function_or_builder_it_cannot_send_and_names_the_caller():
     d = W.digits_split(150)
     job = dict(data=d, model=W.model_builder("mlp", {"paper_models": False}), init=0, generator_seed=1, steps=1)
@@ -195,3 +194,4 @@ def test_run_seeded_refuses_a_run_function_or_builder_it_cannot_send_and_names_t
     with pytest.raises(ValueError, match="my_caller: the model builder of 'r1'.*model_builder"):
         W.run_seeded(W.run_checkpointed, [dict(job, model=lambda g: W.standin("mlp", g), run="r1")], caller="my_caller",
                      workers=1)
+    assert W._job_label(dict(job)) == "init=0 generator_seed=1 steps=1"  # a job without a run name

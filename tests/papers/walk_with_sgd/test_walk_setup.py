@@ -320,4 +320,5 @@ def test_paper_split_takes_validation_images_where_the_authors_code_did():
         W.paper_split("mnist", 100, 40, valid_start=50)
     with pytest.raises(ValueError, match="cannot take 100 for training and 40 for validation from image 59990"):
         W.paper_split("mnist", 100, 40, valid_start=59_990)
-    assert W.PAPER_SPLITS["mnist"] == (45_000, 50_000, 10_000) and W.PAPER_SPLITS["cifar10"] == (45_000, 45_000, 5_000)
+    mlp = W.role_data("mlp", {"data": "paper", "paper_models": False, "n_train": 100, "eval_n": 0}, "cpu")
+    assert torch.equal(mlp.yv, ds.y[50_000:60_000]) and torch.equal(mlp.y, ds.y[:100])  # the authors' MNIST split

@@ -133,9 +133,12 @@ def paper_split(kind: str, n_train: int, n_valid: int, *, valid_start: int | Non
     if vs + n_valid > len(ds):
         raise ValueError(f"{ds.name} has {len(ds)} training images; cannot take {n_train} for training and "
                          f"{n_valid} for validation from image {vs}")
-    idx = torch.cat([torch.arange(n_train), torch.arange(vs, vs + n_valid)])
-    x = _standardise(ds.x[idx].float(), n_train)
-    y = ds.y[idx]
+    if vs == n_train:  # one slice: no copy of the images
+        x, y = ds.x[: n_train + n_valid].float(), ds.y[: n_train + n_valid]
+    else:
+        idx = torch.cat([torch.arange(n_train), torch.arange(vs, vs + n_valid)])
+        x, y = ds.x[idx].float(), ds.y[idx]
+    x = _standardise(x, n_train)
     yt, flipped = y[:n_train], torch.zeros(n_train, dtype=torch.bool)
     if label_noise_fraction > 0:
         noisy = label_noise(yt, label_noise_fraction, 10, torch.Generator().manual_seed(1))
@@ -186,7 +189,7 @@ def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> Walk
     if kind == "digits":
         return digits_split(cfg["n_train"], label_noise_fraction=label_noise_fraction, device=device)
     _, valid_start, n_valid = PAPER_SPLITS[kind]
-    return paper_split(kind, cfg["n_train"], n_valid, valid_start=max(valid_start, cfg["n_train"]),
+    return paper_split(kind, cfg["n_train"], n_valid, valid_start=valid_start,
                        label_noise_fraction=label_noise_fraction, eval_n=cfg["eval_n"], device=device)
 
 
@@ -973,7 +976,8 @@ def run_seeded(fn, jobs, *, caller: str, workers: int | None = None, desc: str =
     (the seed of the run's own generator ``gen``, on that device: minibatches and noise) and the
     rest, ``fn``'s other keywords. ``fn`` and every builder must reach a worker
     (:func:`sgdbook.parallel.check_sendable`), checked whatever the number of workers; ``caller``
-    names the function in that error. ``label(job)`` names a failing job (default: its ``run``).
+    names the function in that error. ``label(job)`` names a failing job (default: its ``run``, else
+    its seeds and other plain settings).
     Returns the results in the jobs' order."""
     jobs = [dict(j) for j in jobs]
     for j in jobs:
@@ -982,7 +986,14 @@ def run_seeded(fn, jobs, *, caller: str, workers: int | None = None, desc: str =
     check_sendable(fn, f"{caller}: the run function")
     device = jobs[0]["data"].x.device if jobs else None
     return run_jobs(functools.partial(_seeded_job, fn), jobs, workers=workers, device=device, desc=desc,
-                    label=label or (lambda j: str(j.get("run", "run"))))
+                    label=label or _job_label)
+
+
+def _job_label(job: dict) -> str:
+    """A failing job's name: its ``run``, else its seeds and other plain settings."""
+    if "run" in job:
+        return str(job["run"])
+    return " ".join(f"{k}={v}" for k, v in job.items() if isinstance(v, (int, float, str)))
 
 
 def run_checkpointeds(jobs, *, workers: int | None = None, desc: str = "") -> list[Checkpointed]:

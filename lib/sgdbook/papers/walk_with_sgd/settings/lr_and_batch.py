@@ -82,7 +82,7 @@ SETTINGS = ScaleTable(
         "steps": "not given",
         "seeds": "1",
         "sweep_data": "CIFAR-10 (VGG-11, ResNet-56), MNIST (MLP)",
-        "sweep_n_train": "45,000 (CIFAR-10; MNIST: the code's default)",
+        "sweep_n_train": "45,000 (CIFAR-10); MNIST: not stated, the code's default 45,000",
         "smooth": "'smoothened', method not given",
         "fn_batch": "untested in the paper (footnote 1)",
         "t2_epochs": "1, 10, 25, 100",
