@@ -159,10 +159,33 @@ def test_only_runs_whose_executed_copy_the_book_shows(build):
     assert "elsewhere" not in report.scorecard_markdown("smoke", executed)
 
 
-def test_status_page_sums_the_wall_times_and_marks_notebooks_over_the_budget(build):
-    _status(build, NB, scale="book", seconds=400.0)
-    _status(build, "02_norms_and_angles", scale="book", seconds=100.0)
-    st = report.status_markdown("book")
-    assert "one after another: **8.3 min**" in st and "within it, 1 notebook over 5.0 min" in st
-    assert st.count('(over 5.0 min)</span>') == 1
+def test_status_page_times_the_build_and_marks_notebooks_over_the_budget(build):
+    t0 = 1_000_000.0
+    _status(build, NB, scale="book", seconds=400.0, started=t0)
+    _status(build, "02_norms_and_angles", scale="book", seconds=100.0, started=t0 + 350.0)
+    st = report.status_markdown("book")  # one build: the first start to the last end, 450 s
+    assert "ran in one build: **7.5 min** from the first start" in st and "add up to 8.3 min" in st
+    assert "within it, 1 notebook over 5.0 min" in st and st.count('(over 5.0 min)</span>') == 1
     assert "budget" not in report.status_markdown("smoke")
+    _status(build, "02_norms_and_angles", scale="book", seconds=100.0, started=t0 + 400.0 + report.BUILD_GAP_S + 1)
+    st = report.status_markdown("book")  # rerun later: the sum, and the last build's own time
+    assert "one after another: **8.3 min**" in st and "ran at different times" not in st  # a build of one is no build
+
+
+def test_status_page_says_how_many_ran_at_once_and_on_how_many_threads(build):
+    for nb, t in ((NB, 0.0), ("02_norms_and_angles", 10.0), ("03_vmf_theory", 20.0)):
+        _status(build, nb, scale="book", seconds=3400.0 if nb == NB else 60.0, started=1e6 + t)
+        path = build / "status" / "book" / f"{PAPER}__{nb}.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "at_once": 2, "threads": 1, "cores": 2}))
+    st = report.status_markdown("book")
+    assert "ran in one build, 2 at a time: **56.7 min**" in st and "within it" in st
+    assert "(over 5.0 min, run beside others on 1 of 2 cores)" in st and "cpu, 1 thread<" in st
+
+
+def test_build_span_groups_runs_that_follow_each_other():
+    runs = [{"started": 0, "seconds": 100}, {"started": 50, "seconds": 100}, {"started": 150 + report.BUILD_GAP_S, "seconds": 10}]
+    assert report.build_span(runs[:2]) == (150.0, 2)
+    assert report.build_span(runs) == (160.0 + report.BUILD_GAP_S, 3)  # within the gap: the same build
+    runs[2]["started"] += 1
+    assert report.build_span(runs) == (10.0, 1)  # past it: a later build of its own
+    assert report.build_span([{"started": 0, "seconds": 0}]) is None

@@ -54,6 +54,10 @@ def test_kernels_share_the_cores_under_make_j(makeflags, cores, threads):
     assert pipeline.kernel_threads(makeflags, cores) == threads
 
 
+def test_make_jobs_reads_how_many_run_at_once():
+    assert [pipeline.make_jobs(f) for f in ("", " -j2 --jobserver-auth=3,4", "k -j3", " -j", "s -j1", "-jx")] == [1, 2, 3, 0, 1, 1]
+
+
 def test_kernel_env_shares_threads_and_workers_and_keeps_the_users_settings():
     j2 = " -j2 --jobserver-auth=3,4"
     assert pipeline.kernel_env("", 2, {}) == {}

@@ -39,16 +39,20 @@ def notebook_key(source: Path) -> tuple[str, str]:
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def make_jobs(makeflags: str) -> int:
+    """How many jobs ``make`` runs at once by its ``MAKEFLAGS``: N for ``-j N``, 0 for an unlimited
+    ``-j``, 1 without ``-j``."""
+    m = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", " " + makeflags + " ")
+    return 1 if m is None else int(m.group(1) or 0)
+
+
 def kernel_threads(makeflags: str, cores: int) -> int | None:
     """Threads for each kernel when ``make`` runs ``-j N`` jobs at once on ``cores`` cores: ``max(1,
     cores // N)`` (one for an unlimited ``-j``), None when make runs one job at a time.
 
     Several kernels with torch's default of one thread per core oversubscribe the cores, and
     OpenMP's spinning threads then slow every notebook severalfold."""
-    m = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", " " + makeflags + " ")
-    if m is None:
-        return None
-    jobs = int(m.group(1) or 0)
+    jobs = make_jobs(makeflags)
     if jobs == 1:
         return None
     return 1 if jobs == 0 else max(1, cores // jobs)
@@ -66,6 +70,13 @@ def kernel_env(makeflags: str, cores: int, environ) -> dict[str, str]:
     if WORKERS_ENV not in environ:
         out[WORKERS_ENV] = str(threads)
     return out
+
+
+def _threads_now() -> int:
+    """The threads a kernel started now gets: ``OMP_NUM_THREADS`` where it is a number, else one per
+    usable core (torch's default)."""
+    v = os.environ.get("OMP_NUM_THREADS", "")
+    return int(v) if v.isdigit() and int(v) > 0 else usable_cores()
 
 
 def _quiet_own_parameter(record) -> bool:
@@ -90,6 +101,7 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     # Progress bars belong to interactive runs, not to the book's pages.
     os.environ[PROGRESS_ENV] = "off"
     os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), usable_cores(), os.environ))
+    at_once = make_jobs(os.environ.get("MAKEFLAGS", ""))
     status_path = build_dir() / "status" / scale / f"{paper}__{stem}.json"
     ledger_path = build_dir() / "ledger" / scale / f"{paper}__{stem}.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +113,8 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     ledger_path.unlink(missing_ok=True)
     out.unlink(missing_ok=True)  # nor may the last run's executed copy stand for a failed run
     base = {"paper": paper, "notebook": stem, "source": str(source), "scale": scale, "device": str(dev),
-            "out": str(out.resolve())}
+            "out": str(out.resolve()), "cores": usable_cores(), "at_once": at_once,
+            "threads": _threads_now()}
     started = time.time()
     _write_json(status_path, {**base, "state": "running", "ok": None, "started": round(started, 3),
                               "seconds": 0.0, "error": "", "finished": ""})

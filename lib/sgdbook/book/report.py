@@ -414,10 +414,41 @@ def _item_row(paper: str, item_id: str, item: Mapping[str, Any], rec, flagged_ru
 TIME_BUDGET = {"book": (300.0, 3600.0)}
 
 
+#: Notebooks whose runs start within this many seconds of the last one's end belong to one build.
+BUILD_GAP_S = 300.0
+
+
 def _over_budget(scale: str, st: Mapping[str, Any]) -> str:
     if scale in TIME_BUDGET and float(st.get("seconds", 0)) > TIME_BUDGET[scale][0]:
-        return f' <span class="sgdbook-failed">(over {fmt_seconds(TIME_BUDGET[scale][0])})</span>'
+        shared = int(st.get("at_once", 1)) != 1
+        return (f' <span class="sgdbook-failed">(over {fmt_seconds(TIME_BUDGET[scale][0])}'
+                + (f", run beside others on {st.get('threads', '?')} of {st.get('cores', '?')} cores" if shared else "")
+                + ")</span>")
     return ""
+
+
+def build_span(statuses) -> tuple[float, int] | None:
+    """The last build's wall time in the status records ``statuses`` (dicts with ``started`` and
+    ``seconds``): runs grouped while each starts at most :data:`BUILD_GAP_S` after the group's end
+    so far; returns (the last group's first start to its last end, in seconds; its number of runs),
+    or None without timed runs."""
+    runs = sorted((float(st["started"]), float(st["started"]) + float(st.get("seconds", 0)))
+                  for st in statuses if st.get("started") is not None and float(st.get("seconds", 0)) > 0)
+    if not runs:
+        return None
+    first, end, n = runs[0][0], runs[0][1], 1
+    for a, b in runs[1:]:
+        if a > end + BUILD_GAP_S:
+            first, end, n = a, b, 1
+        else:
+            end, n = max(end, b), n + 1
+    return end - first, n
+
+
+def _device_cell(st: Mapping[str, Any]) -> str:
+    threads = st.get("threads")
+    return _e(st.get("device", "?")) + (f", {threads} thread{'s' if threads != 1 else ''}"
+                                          if threads is not None and st.get("device") == "cpu" else "")
 
 
 def status_markdown(scale: str, executed: Path | None = None) -> str:
@@ -429,13 +460,26 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
         "",
     ]
     total = sum(float(r.status.get("seconds", 0)) for r in finished)
-    line = f"Wall time of all {len(finished)} notebooks, one after another: **{fmt_seconds(total)}**."
+    span = build_span([r.status for r in finished])
+    at_once = sorted({int(r.status["at_once"]) if "at_once" in r.status else -1 for r in finished})  # -1: not recorded
+    if span is not None and span[1] == len(finished) and len(finished) > 1:
+        wall = span[0]
+        line = (f"The {len(finished)} notebooks ran in one build"
+                + (", one at a time" if at_once == [1] else
+                   f", {at_once[0] or 'all'} at a time" if len(at_once) == 1 and at_once[0] >= 0 else "")
+                + f": **{fmt_seconds(wall)}** from the first start to the last end (building the HTML adds a "
+                f"minute or two); their wall times add up to {fmt_seconds(total)}.")
+    else:
+        wall = total
+        line = f"Wall time of all {len(finished)} notebooks, one after another: **{fmt_seconds(total)}**." + (
+            f" They ran at different times; the last build, {span[1]} of them, took {fmt_seconds(span[0])}."
+            if span is not None and 1 < span[1] < len(finished) else "")
     if scale in TIME_BUDGET:
         per_nb, whole = TIME_BUDGET[scale]
         over = [r for r in finished if float(r.status.get("seconds", 0)) > per_nb]
         line += (
             f" The budget at this scale on 2 CPU cores: {fmt_seconds(per_nb)} a notebook, {fmt_seconds(whole)} the whole "
-            f"book; {'within it' if total <= whole else 'over it'}"
+            f"book; {'within it' if wall <= whole else 'over it'}"
             + (f", {len(over)} notebook{'s' if len(over) != 1 else ''} over {fmt_seconds(per_nb)} (marked below)." if over else ".")
         )
     out += [line, ""]
@@ -463,7 +507,7 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
         rows.append(
             f'<tr id="{anchor("status", run.paper, run.notebook)}" data-sgdbook-status="{_e(run.key)}">'
             f"<td>{name}<br><code>{_e(run.paper)}/{_e(run.notebook)}</code></td>"
-            f"<td>{_e(st.get('device', '?'))}</td><td>{fmt_seconds(st.get('seconds', 0))}{_over_budget(scale, st)}</td>"
+            f"<td>{_device_cell(st)}</td><td>{fmt_seconds(st.get('seconds', 0))}{_over_budget(scale, st)}</td>"
             f"<td>{result}<br><small>{_e(st.get('finished', ''))}</small></td><td>{ledger}</td></tr>"
         )
     out.append(
