@@ -67,12 +67,14 @@ FORCE:
 
 .SECONDEXPANSION:
 $(EXEC)/%.ipynb: %.ipynb $(CORE) $$(call chapter_deps,$$*) $(EXEC)/.device | check-args
-	$(PY) -m sgdbook.book.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE)
+	$(PY) -m sgdbook.book.pipeline execute $< --out $@ --scale $(SCALE) --device $(DEVICE) $(EXEC_FLAGS)
 
 # The performance appendix times the estimators against their peers: under make -j it runs first
-# and alone, so that no other notebook shares the cores and memory bandwidth while it measures.
+# and alone, so that no other notebook shares the cores and memory bandwidth while it measures,
+# and keeps every core (--alone: no share of the cores as under make -j).
 TIMED := $(filter $(EXEC)/book/appendix/performance.ipynb,$(EXECUTED))
 $(filter-out $(TIMED),$(EXECUTED)): | $(TIMED)
+$(TIMED): EXEC_FLAGS := --alone
 
 execute: $(EXECUTED)
 

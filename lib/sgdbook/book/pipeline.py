@@ -85,7 +85,11 @@ def _quiet_own_parameter(record) -> bool:
     return "unknown parameter: sgdbook_notebook" not in record.getMessage()
 
 
-def execute(source: Path, out: Path, scale: str, device: str) -> int:
+def execute(source: Path, out: Path, scale: str, device: str, alone: bool = False) -> int:
+    """Execute ``source`` into ``out`` at ``scale`` on ``device`` with papermill, writing its status
+    record. Under ``make -j N`` the kernel shares the cores (:func:`kernel_env`), unless ``alone``:
+    make runs nothing beside it (the performance appendix, which the Makefile runs first and alone),
+    so it keeps every core."""
     check_scale(scale)
     dev = resolve_device(device)  # fails at once with a clear message for DEVICE=cuda without CUDA
     import papermill
@@ -100,8 +104,11 @@ def execute(source: Path, out: Path, scale: str, device: str) -> int:
     os.environ["SGDBOOK_NOTEBOOK"] = _repo_relative(source)
     # Progress bars belong to interactive runs, not to the book's pages.
     os.environ[PROGRESS_ENV] = "off"
-    os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), usable_cores(), os.environ))
-    at_once = make_jobs(os.environ.get("MAKEFLAGS", ""))
+    if alone:
+        at_once = 1
+    else:
+        os.environ.update(kernel_env(os.environ.get("MAKEFLAGS", ""), usable_cores(), os.environ))
+        at_once = make_jobs(os.environ.get("MAKEFLAGS", ""))
     status_path = build_dir() / "status" / scale / f"{paper}__{stem}.json"
     ledger_path = build_dir() / "ledger" / scale / f"{paper}__{stem}.json"
     status_path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", type=Path, required=True)
     ex.add_argument("--scale", required=True)
     ex.add_argument("--device", default="auto")
+    ex.add_argument("--alone", action="store_true", help="make runs nothing beside it: keep every core under make -j")
     st = sub.add_parser("stage", help="assemble the book for jupyter-book")
     st.add_argument("--scale", required=True)
     st.add_argument("--executed", type=Path, required=True)
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.cmd == "execute":
-            return execute(args.source, args.out, args.scale, args.device)
+            return execute(args.source, args.out, args.scale, args.device, alone=args.alone)
         if args.cmd == "stage":
             print(stage(args.scale, args.executed, args.partial))
             return 0
