@@ -180,6 +180,9 @@ def test_status_page_says_how_many_ran_at_once_and_on_how_many_threads(build):
     st = report.status_markdown("book")
     assert "ran in one build, 2 at a time: **56.7 min**" in st and "within it" in st
     assert "(over 5.0 min, run beside others on 1 of 2 cores)" in st and "cpu, 1 thread<" in st
+    path = build / "status" / "book" / f"{PAPER}__03_vmf_theory.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "at_once": 1, "threads": 2}))  # e.g. the appendix
+    assert "ran in one build, 2 at a time (1 of them alone)" in report.status_markdown("book")
 
 
 def test_build_span_groups_runs_that_follow_each_other():

@@ -461,12 +461,15 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
     ]
     total = sum(float(r.status.get("seconds", 0)) for r in finished)
     span = build_span([r.status for r in finished])
-    at_once = sorted({int(r.status["at_once"]) if "at_once" in r.status else -1 for r in finished})  # -1: not recorded
+    at_once = [int(r.status["at_once"]) if "at_once" in r.status else -1 for r in finished]  # -1: not recorded
+    shared = sorted(set(at_once) - {1})
+    alone = at_once.count(1)
     if span is not None and span[1] == len(finished) and len(finished) > 1:
         wall = span[0]
         line = (f"The {len(finished)} notebooks ran in one build"
-                + (", one at a time" if at_once == [1] else
-                   f", {at_once[0] or 'all'} at a time" if len(at_once) == 1 and at_once[0] >= 0 else "")
+                + (", one at a time" if not shared else
+                   f", {shared[0] or 'all'} at a time" + (f" ({alone} of them alone)" if alone else "")
+                   if len(shared) == 1 and shared[0] >= 0 else "")
                 + f": **{fmt_seconds(wall)}** from the first start to the last end (building the HTML adds a "
                 f"minute or two); their wall times add up to {fmt_seconds(total)}.")
     else:
