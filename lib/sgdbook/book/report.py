@@ -451,6 +451,20 @@ def _device_cell(st: Mapping[str, Any]) -> str:
                                           if threads is not None and st.get("device") == "cpu" else "")
 
 
+def _at_once_phrase(statuses) -> str:
+    """", 2 at a time (1 of them alone)", ", one at a time", or nothing where the records do not say."""
+    if any("at_once" not in st for st in statuses):
+        return ""
+    counts = [int(st["at_once"]) for st in statuses]
+    shared = sorted(set(counts) - {1})
+    if not shared:
+        return ", one at a time"
+    if len(shared) > 1:
+        return ""
+    alone = counts.count(1)
+    return f", {shared[0] or 'all'} at a time" + (f" ({alone} of them alone)" if alone else "")
+
+
 def status_markdown(scale: str, executed: Path | None = None) -> str:
     coll = collect(scale, executed)
     finished = [r for r in coll.runs if r.status is not None]
@@ -461,15 +475,9 @@ def status_markdown(scale: str, executed: Path | None = None) -> str:
     ]
     total = sum(float(r.status.get("seconds", 0)) for r in finished)
     span = build_span([r.status for r in finished])
-    at_once = [int(r.status["at_once"]) if "at_once" in r.status else -1 for r in finished]  # -1: not recorded
-    shared = sorted(set(at_once) - {1})
-    alone = at_once.count(1)
     if span is not None and span[1] == len(finished) and len(finished) > 1:
         wall = span[0]
-        line = (f"The {len(finished)} notebooks ran in one build"
-                + (", one at a time" if not shared else
-                   f", {shared[0] or 'all'} at a time" + (f" ({alone} of them alone)" if alone else "")
-                   if len(shared) == 1 and shared[0] >= 0 else "")
+        line = (f"The {len(finished)} notebooks ran in one build{_at_once_phrase([r.status for r in finished])}"
                 + f": **{fmt_seconds(wall)}** from the first start to the last end (building the HTML adds a "
                 f"minute or two); their wall times add up to {fmt_seconds(total)}.")
     else:

@@ -114,8 +114,8 @@ def _standardise(x: torch.Tensor, n_train: int) -> torch.Tensor:
     return (x - x[:n_train].mean()) / x[:n_train].std()
 
 
-#: The authors' code's split of each data set: (training images, first validation image, validation images).
-PAPER_SPLITS = {"cifar10": (45_000, 45_000, 5_000), "mnist": (45_000, 50_000, 10_000)}
+#: The validation images of the authors' code (first image, number) after its 45,000 training images.
+PAPER_VALIDATION = {"cifar10": (45_000, 5_000), "mnist": (50_000, 10_000)}
 
 
 def paper_split(kind: str, n_train: int, n_valid: int, *, valid_start: int | None = None,
@@ -124,7 +124,7 @@ def paper_split(kind: str, n_train: int, n_valid: int, *, valid_start: int | Non
     :func:`sgdbook.data.paper_dataset` names in the note): the first ``n_train`` training images
     for training and ``n_valid`` images from ``valid_start`` (default ``n_train``, the next ones)
     for validation, standardised with the training mean and standard deviation (one number each).
-    The authors' code (:data:`PAPER_SPLITS`): CIFAR-10 45,000 / images 45,000–49,999; MNIST 45,000
+    The authors' code (:data:`PAPER_VALIDATION`): CIFAR-10 45,000 / images 45,000–49,999; MNIST 45,000
     / images 50,000–59,999."""
     ds, note = paper_dataset(kind, "train")
     vs = n_train if valid_start is None else int(valid_start)
@@ -184,11 +184,11 @@ def role_data(role: str, cfg, device, label_noise_fraction: float = 0.0) -> Walk
     """The training data of stand-in ``role`` at the chapter's settings (:func:`role_kind`): digits
     at the ``smoke`` and ``book`` scales; at the ``paper`` scale CIFAR-10 for the CNN and the
     residual net and MNIST for the MLP (with their stand-ins where they cannot be loaded), each
-    split as the authors' code did (:data:`PAPER_SPLITS`)."""
+    split as the authors' code did (:data:`PAPER_VALIDATION`)."""
     kind = role_kind(role, cfg)
     if kind == "digits":
         return digits_split(cfg["n_train"], label_noise_fraction=label_noise_fraction, device=device)
-    _, valid_start, n_valid = PAPER_SPLITS[kind]
+    valid_start, n_valid = PAPER_VALIDATION[kind]
     return paper_split(kind, cfg["n_train"], n_valid, valid_start=valid_start,
                        label_noise_fraction=label_noise_fraction, eval_n=cfg["eval_n"], device=device)
 
