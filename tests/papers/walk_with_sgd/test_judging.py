@@ -9,30 +9,43 @@ from scipy import stats as ss
 from sgdbook.papers.walk_with_sgd import walk as W
 
 
-def test_threshold_status_fails_only_when_the_replicates_exclude_the_threshold():
-    # the mean on the claim's side holds, whatever the spread
-    assert W.threshold_status([0.85, 0.95, 0.7], 0.8, at_least=True) == W.HOLDS
-    assert W.threshold_status([-0.9, -0.7], -0.8, at_least=False) == W.HOLDS
+def test_threshold_status_decides_only_when_the_replicates_exclude_the_threshold():
+    # a mean on the claim's side holds only if the one-sided t test (df = n − 1) excludes the threshold ...
+    v = np.array([0.85, 0.95, 0.7])
+    assert ss.ttest_1samp(v, 0.8, alternative="greater").pvalue > 0.05
+    assert W.threshold_status(v, 0.8, at_least=True) == W.UNDECIDED
+    assert W.threshold_status([-0.9, -0.7], -0.8, at_least=False) == W.UNDECIDED
+    v = np.array([0.9, 0.92, 0.95])
+    assert ss.ttest_1samp(v, 0.8, alternative="greater").pvalue < 0.05
+    assert W.threshold_status(v, 0.8, at_least=True) == W.HOLDS
+    # ... the rule before the review of the holding rule: whenever the mean is on the claim's side, one seed included
+    assert W.threshold_status([0.85, 0.95, 0.7], 0.8, at_least=True, on_mean=True) == W.HOLDS
+    assert W.threshold_status([0.85], 0.8, at_least=True, on_mean=True) == W.HOLDS
+    assert W.threshold_status([0.85], 0.8, at_least=True) == W.UNDECIDED
     # a miss inside the spread of three seeds cannot decide ...
     assert W.threshold_status([0.1, 0.9, 0.5], 0.8, at_least=True) == W.UNDECIDED
-    # ... a miss the t test resolves fails: t = (0.8 − 0.5)/(sd/√3) against t(2)
+    # ... a miss the t test resolves fails: t = (0.8 − 0.5)/(sd/√3) against t(2), under either rule
     v = np.array([0.48, 0.5, 0.52])
     t = (v.mean() - 0.8) / (v.std(ddof=1) / np.sqrt(3))
     assert ss.t.cdf(t, 2) < 0.05
-    assert W.threshold_status(v, 0.8, at_least=True) == W.FAILS
-    # the same check by brute force at the boundary of significance
+    assert W.threshold_status(v, 0.8, at_least=True) == W.threshold_status(v, 0.8, at_least=True, on_mean=True) == W.FAILS
+    # the same checks by brute force at the boundary of significance, on both sides
     for d in (2.0, 5.0):
         se = 0.1
         vals = -0.8 + d * se + np.array([-1.0, 0.0, 1.0]) * se * np.sqrt(3)  # mean −0.8 + d·se, standard error se
         p = ss.t.sf(d, 2)
         assert W.threshold_status(vals, -0.8, at_least=False) == (W.FAILS if p < 0.05 else W.UNDECIDED)
-    # one replicate, or none, never fails
+        assert W.threshold_status(-1.6 - vals, -0.8, at_least=False) == (W.HOLDS if p < 0.05 else W.UNDECIDED)
+    # one replicate, or none, decides nothing
     assert W.threshold_status([0.1], 0.8, at_least=True) == W.UNDECIDED
     assert W.threshold_status([np.nan, np.nan], 0.8, at_least=True) == W.UNDECIDED
     # zero spread decides exactly; strict inequalities
     assert W.threshold_status([0.0, 0.0, 0.0], 0.2, at_least=True) == W.FAILS
+    assert W.threshold_status([1.0, 1.0, 1.0], 0.8, at_least=True) == W.HOLDS
+    assert W.threshold_status([0.8, 0.8], 0.8, at_least=True) == W.HOLDS
     assert W.threshold_status([0.0, 0.0], 0.0, at_least=True, strict=True) == W.UNDECIDED
-    assert W.threshold_status([0.1, np.nan, 0.3], 0.0, at_least=True, strict=True) == W.HOLDS
+    assert W.threshold_status([0.1, np.nan, 0.3], 0.0, at_least=True, strict=True) == W.UNDECIDED  # t(1) = 2
+    assert W.threshold_status([0.1, np.nan, 0.3], 0.0, at_least=True, strict=True, on_mean=True) == W.HOLDS
 
 
 def test_greater_status_and_the_papers_effect():
@@ -335,22 +348,31 @@ def test_cos_roles_inputs_on_whole_and_truncated_runs():
 
 def test_pooled_rate_status():
     """Equal cluster sizes: the one-sample t test on the clusters' fractions (scipy); unequal: the ratio estimator's
-    cluster-robust standard error, written out; one cluster can hold but not fail; no trials decide nothing."""
+    cluster-robust standard error, written out; a rate holds or fails only where the test decides; one cluster holds only
+    under the rule before the review of the holding rule; no trials decide nothing."""
     n = np.array([40, 40, 40, 40])
     k = np.array([3, 5, 2, 6])
     st, r, p = W.pooled_rate_status(k, n, 0.2, at_least=True)
     ref = ss.ttest_1samp(k / n, 0.2, alternative="less").pvalue
     assert st == W.FAILS and r == k.sum() / n.sum() and abs(p - ref) < 1e-12
     assert W.threshold_status(k / n, 0.2, at_least=True) == st
-    assert W.pooled_rate_status(k, n, 0.05, at_least=True)[0] == W.HOLDS
-    assert W.pooled_rate_status(k, n, 0.2, at_least=False)[0] == W.HOLDS
+    for thr, at_least in ((0.05, True), (0.2, False), (0.09, True), (0.14, False)):
+        p_claim = ss.ttest_1samp(k / n, thr, alternative="greater" if at_least else "less").pvalue
+        want = W.HOLDS if p_claim < 0.05 else W.threshold_status(k / n, thr, at_least=at_least)
+        assert W.pooled_rate_status(k, n, thr, at_least=at_least)[0] == want == W.threshold_status(k / n, thr, at_least=at_least)
+        assert W.pooled_rate_status(k, n, thr, at_least=at_least, on_mean=True)[0] == W.HOLDS
+    assert W.pooled_rate_status(k, n, 0.09, at_least=True)[0] == W.UNDECIDED  # the mean 0.1 is on the side, not shown
     k2, n2 = np.array([1, 9, 4]), np.array([10, 60, 25])
     r2 = k2.sum() / n2.sum()
     se = np.sqrt(3 / 2 * ((k2 - r2 * n2) ** 2).sum()) / n2.sum()
     st2, rr, p2 = W.pooled_rate_status(k2, n2, 0.3, at_least=True)
     assert rr == r2 and abs(p2 - ss.t.cdf((r2 - 0.3) / se, 2)) < 1e-12 and st2 == (W.FAILS if p2 < 0.05 else W.UNDECIDED)
+    st3 = W.pooled_rate_status(k2, n2, 0.05, at_least=True)[0]
+    assert st3 == (W.HOLDS if ss.t.sf((r2 - 0.05) / se, 2) < 0.05 else W.UNDECIDED)
     assert W.pooled_rate_status([0], [30], 0.2, at_least=True)[0] == W.UNDECIDED
-    assert W.pooled_rate_status([9], [30], 0.2, at_least=True)[0] == W.HOLDS
+    assert W.pooled_rate_status([9], [30], 0.2, at_least=True)[0] == W.UNDECIDED
+    assert W.pooled_rate_status([9], [30], 0.2, at_least=True, on_mean=True)[0] == W.HOLDS
+    assert W.pooled_rate_status([6, 6], [30, 30], 0.2, at_least=True)[0] == W.HOLDS  # zero spread: exact
     assert W.pooled_rate_status([0, 0], [0, 0], 0.2, at_least=True)[0] == W.UNDECIDED
     assert W.pooled_rate_status([0, 0, 5], [0, 10, 10], 0.2, at_least=True)[1] == 0.25  # an empty cluster drops out
     with pytest.raises(ValueError):
@@ -376,12 +398,20 @@ def test_cos_roles_part3_fails_only_beyond_its_threshold():
     assert ev["cos_slope_lr_excess_p"] == pytest.approx(sps.ttest_1samp(excess, 0.0, alternative="greater").pvalue)
     lo, hi = sps.t.interval(0.95, len(excess) - 1, loc=excess.mean(), scale=sps.sem(excess))
     assert ev["cos_slope_lr_excess_ci"] == pytest.approx([lo, hi])
+    assert ev["cos_slope_lr_excess_p_below"] == pytest.approx(sps.ttest_1samp(excess, 0.0, alternative="less").pvalue)
     assert ev["cos_slope_lr_p_two_sided"] < 0.05 < ev["cos_slope_lr_excess_p"]  # non-zero, not beyond half
     assert ev["status_3"] == W.UNDECIDED and v == "inconclusive"
     assert W.cos_roles_verdict(B, falling, dist, lrs, near, part3_against="zero")[1]["status_3"] == W.FAILS
+    # (3) holds only where the excess is shown below 0; on its mean before the review of the holding rule
+    small = -0.02 * ll + np.array([[0.0], [0.01], [-0.01]]) * ll + 0.002 * rng.standard_normal((3, 4))
+    assert W.cos_roles_verdict(B, falling, dist, lrs, small)[1]["status_3"] == W.HOLDS
+    wobbly = -0.045 * ll + np.array([[0.0], [0.04], [-0.04]]) * ll
+    assert W.cos_roles_verdict(B, falling, dist, lrs, wobbly)[1]["status_3"] == W.UNDECIDED
+    assert W.cos_roles_verdict(B, falling, dist, lrs, wobbly, part3_against="on-mean")[1]["status_3"] == W.HOLDS
     _, ev_j, pilot = W.cos_roles_judgement(B, falling, dist, lrs, near, settled_bs=np.ones((3, 4), bool),
                                            settled_lr=np.ones((3, 4), bool))
     assert ev_j["part3_against_zero_verdict"] == "partially-reproduced" and "before the sixth review" in pilot
+    assert ev_j["part3_on_mean_verdict"] == "inconclusive" and "before the review of the holding rule" in pilot
     # well beyond half the batch slope in every seed: fails; rising with the rate: the same on the other side
     far = -0.2 * ll + 0.002 * rng.standard_normal((3, 4))
     assert W.cos_roles_verdict(B, falling, dist, lrs, far)[1]["status_3"] == W.FAILS

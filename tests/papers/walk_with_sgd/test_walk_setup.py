@@ -121,7 +121,7 @@ def test_cos_roles_verdict_follows_its_criterion():
     n2, n3 = ev["seeds_to_decide"]["2"], ev["seeds_to_decide"]["3"]
     assert text == ("more seeds than 3 (for 80 % power to decide, if the observed mean and spread were the truth: "
                     + "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in (("2", n2), ("3", n3)))
-                    + "; for (3) that is the seeds to show it fails, as it holds on its mean); or the paper")
+                    + "; for (3) that is the seeds to show it fails, as its mean excess is above 0); or the paper")
 
 
 def test_late_regime_against_profile_and_table2():

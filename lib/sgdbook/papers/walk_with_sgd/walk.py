@@ -598,18 +598,19 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
     with the batch size: holds if the slope is significantly negative, fails if significantly
     positive; (2) larger batches travel less: the same on log distance; (3) the learning rate has
     no significant effect on the cosine, unlike the batch size: over the learning rates whose runs
-    all settled (at least three, else undecided), holds if the mean slope per doubling of the rate
-    is at most half (in size) the batch size's, fails if it is significantly beyond that threshold:
-    per seed, the excess ``±slope_lr − ½·|slope_B|`` (signs those of the mean slopes; the seeds
-    pair the two sweeps; its mean is ``|mean slope_lr| − ½·|mean slope_B|``) is positive, one-sided
-    t p < ``level`` (``part3_against="zero"``: the version before the sixth review, a rate slope
-    significantly non-zero, two-sided). (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
+    all settled (at least three, else undecided), the rate slope against half (in size) the batch
+    size's: per seed, the excess ``±slope_lr − ½·|slope_B|`` (signs those of the mean slopes; the
+    seeds pair the two sweeps; its mean is ``|mean slope_lr| − ½·|mean slope_B|``); holds if it is
+    significantly negative, fails if significantly positive (one-sided t, p < ``level``).
+    ``part3_against="on-mean"``: the version before the review of the holding rule, (3) holds
+    whenever the mean excess is at most 0; ``"zero"``: the version before the sixth review, (3)
+    holds on its mean and fails on a rate slope significantly non-zero, two-sided. (1), (2) and (3), which compares with the batch sizes' slope, are undecided if a
     batch-size run had not settled. Verdict:
     :func:`parts_verdict` with (1) as the key part. Returns ``(verdict, evidence)``."""
     from ...stats import one_sample_t, replicates_to_decide, slopes, t_interval
 
-    if part3_against not in ("threshold", "zero"):
-        raise ValueError(f"part3_against must be 'threshold' or 'zero', got {part3_against!r}")
+    if part3_against not in ("threshold", "on-mean", "zero"):
+        raise ValueError(f"part3_against must be 'threshold', 'on-mean' or 'zero', got {part3_against!r}")
 
     lb = np.log2(np.asarray(batch_sizes, float))
     ll = np.log2(np.asarray(lrs, float))
@@ -638,6 +639,8 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
                             for c in (t_interval(per_seed), t_interval(sl_lr)))
     if s_lr is None or not set_bs.all():  # (3) compares with the batch sizes' slope
         st3 = UNDECIDED
+    elif part3_against == "threshold":
+        st3 = HOLDS if excess.p_less < level else FAILS if excess.p_greater < level else UNDECIDED
     elif abs(s_lr.effect) <= 0.5 * abs(s_cos.effect):
         st3 = HOLDS
     else:
@@ -661,6 +664,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
         "cos_slope_lr_p_two_sided": s_lr.p_two_sided if s_lr else float("nan"),
         "cos_slope_lr_excess": excess.effect if excess else float("nan"),
         "cos_slope_lr_excess_p": excess.p_greater if excess else float("nan"),
+        "cos_slope_lr_excess_p_below": excess.p_less if excess else float("nan"),
         "cos_slope_lr_excess_ci": excess_ci, "cos_slope_lr_ci": lr_ci,
         "lrs_settled": [float(v) for v, k in zip(lrs, keep) if k],
         "batch_runs_settled": bool(set_bs.all()),
@@ -674,7 +678,7 @@ def cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level: float = 
 
 
 def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs, settled_lr, level: float = LEVEL,
-                        outside: str = "still in their initial descent"):
+                        outside: str = "still in their initial descent", part3: str = "threshold"):
     """The verdict of Figures 4, 22–24 and the other versions of their criterion, reported beside
     it (``pilot``). Judged: :func:`cos_roles_verdict` with the regime condition (``settled_bs`` /
     ``settled_lr``, see :func:`settled`): the curves are compared at equal iterations, among the
@@ -683,16 +687,18 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
     (a) the first version: (1) and (2) met if their one-sided p < ``level``, (3) met if the range
     of the seed means over the rates is at most half their range over the batch sizes; reproduced
     if all three, partially if (1) and one other, not reproduced otherwise; (b) every run counted,
-    also those still in their initial descent (``every_run_verdict``). Part (3) can hold on its
-    mean: :func:`cos_roles_verdict`'s evidence has the 95 % t intervals of the rate slope
+    also those still in their initial descent (``every_run_verdict``); (c) part (3) holding on its
+    mean (``part3_on_mean_verdict``). :func:`cos_roles_verdict`'s evidence has the 95 % t intervals of the rate slope
     (``cos_slope_lr_ci``) and of its excess over half the batch slope.
+    ``part3``: :func:`cos_roles_verdict`'s ``part3_against`` for the judged verdict (the earlier
+    versions (b) and (c) always hold (3) on its mean, as they did).
     ``outside`` names, in ``pilot``, what the runs left out are (the flags may also carry the late
     side of the regime, see :func:`cos_roles_sweep`). Returns ``(verdict, evidence, pilot)``."""
     verdict, ev = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level,
-                                    settled_bs=settled_bs, settled_lr=settled_lr)
-    v_all, ev_all = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level)
-    v_zero = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level, settled_bs=settled_bs,
-                               settled_lr=settled_lr, part3_against="zero")[0]
+                                    settled_bs=settled_bs, settled_lr=settled_lr, part3_against=part3)
+    v_all, ev_all = cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level, part3_against="on-mean")
+    v_zero, v_on_mean = (cos_roles_verdict(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, level, settled_bs=settled_bs,
+                                           settled_lr=settled_lr, part3_against=a)[0] for a in ("zero", "on-mean"))
     f1, f2 = ev["cos_slope_p"] < level, ev["logdist_slope_p"] < level
     f3 = ev["cos_range_over_lr"] <= 0.5 * ev["cos_range_over_B"]
     v_first = "reproduced" if f1 and f2 and f3 else "partially-reproduced" if f1 and (f2 or f3) else "not-reproduced"
@@ -700,8 +706,9 @@ def cos_roles_judgement(batch_sizes, cos_bs, dist_bs, lrs, cos_lr, *, settled_bs
               every_run_verdict=v_all, every_run_cos_slope_per_doubling_lr=ev_all["cos_slope_per_doubling_lr"],
               every_run_cos_slope_lr_p_two_sided=ev_all["cos_slope_lr_p_two_sided"], first_version_verdict=v_first,
               every_run_cos_slope_lr_excess=ev_all["cos_slope_lr_excess"], every_run_cos_slope_lr_excess_p=ev_all["cos_slope_lr_excess_p"],
-              part3_against_zero_verdict=v_zero)
-    pilot = (f"(3) failed on a rate slope significantly non-zero instead of significantly beyond half the batch slope (the "
+              part3_against_zero_verdict=v_zero, part3_on_mean_verdict=v_on_mean)
+    pilot = (f"(3) held whenever the mean rate slope was within half the batch slope (the criterion before the review of the "
+             f"holding rule): {v_on_mean}; (3) failed on a rate slope significantly non-zero instead of significantly beyond half the batch slope (the "
              f"criterion before the sixth review): {v_zero}; first version (parts met or not: (1), (2) at one-sided p < {level:g}, (3) the range of the seed means over the "
              f"rates at most half that over the batch sizes; partially if (1) and one other): {v_first}; every run counted, also "
              f"those {outside} (rates {', '.join(f'{v:g}' for v in ev['lrs_unsettled']) or 'none'}"
@@ -756,9 +763,9 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
               batch_sizes_in_descent=[int(b) for b in descent_b], lrs_in_descent=[float(r) for r in descent_r],
               regime_steps=regime_steps)
     versions = [f"without the late-side regime check (the criterion before the fifth review): "
-                f"{cos_roles_judgement(batch_sizes, lrs=rates, level=level, **no_late)[0]}"]
+                f"{cos_roles_judgement(batch_sizes, lrs=rates, level=level, part3='on-mean', **no_late)[0]}"]
     if 0 < pilot_steps < T:
-        v_p, ev_p, pilot_p = cos_roles_judgement(batch_sizes, lrs=rates, level=level,
+        v_p, ev_p, pilot_p = cos_roles_judgement(batch_sizes, lrs=rates, level=level, part3="on-mean",
                                                  **cos_roles_inputs(runs, batch_sizes, rate_keys, seeds, n=pilot_steps))
         versions.append(
             f"{pilot_steps} iterations per run (the first setting; the same runs' first {pilot_steps} iterations, no late-side "
@@ -781,7 +788,7 @@ def cos_roles_sweep(runs, batch_sizes, rate_keys, rates, seeds, *, regime_steps:
                 f"to {ev['cos_slope_lr_ci'][1]:+.3f}{', excluding 0: the rate moves the cosine' if ev['cos_slope_lr_ci'][0] > 0 or ev['cos_slope_lr_ci'][1] < 0 else ''}) "
                 f"over the rates in the regime; beyond half the batch slope by {ev['cos_slope_lr_excess']:+.3f} (paired over "
                 f"seeds, 95% CI {ev['cos_slope_lr_excess_ci'][0]:+.3f} to {ev['cos_slope_lr_excess_ci'][1]:+.3f}, one-sided p "
-                f"{ev['cos_slope_lr_excess_p']:.2g})"
+                f"{ev['cos_slope_lr_excess_p_below']:.2g} that it is below 0, {ev['cos_slope_lr_excess_p']:.2g} that it is above)"
                 if len(ev["lrs_settled"]) >= 3 else f"fewer than three rates in the regime ("
                 f"{', '.join(f'{v:g}' for v in ev['lrs_settled']) or 'none'})") + outside]
     return verdict, ev, pilot, details
@@ -860,13 +867,14 @@ COS_ROLES_CRITERION = (
     "descent before the late window: smoothed cos below 0; still oscillating at its start: mean height over its first steps "
     ">= 0.1 x Table 2's at their epoch): (1) slope vs log2 B < 0, one-sided t over seeds p < 0.05 (fails if significantly "
     "> 0); (2) the same for log final distance; (3) over the rates whose runs are all in the regime (>= 3, else undecided): "
-    "|mean slope vs log2 lr| <= half |slope vs log2 B| holds; fails if the per-seed excess of the rate slope over half the "
-    "batch slope (paired over seeds) is positive, one-sided t p < 0.05; (1)-(3) undecided if a "
+    "the per-seed excess of |slope vs log2 lr| over half |slope vs log2 B| (paired over seeds): holds if negative, fails if "
+    "positive, one-sided t p < 0.05 either way; (1)-(3) undecided if a "
     "batch-size run is outside the regime; reproduced if all hold, not reproduced if (1) fails, partially if some hold and "
-    "some fail, inconclusive if none fails and some are undecided. Revised on review five times: the first version compared "
+    "some fail, inconclusive if none fails and some are undecided. Revised on review seven times: the first version compared "
     "the range of seed means over the rates with half that over the batch sizes, without a test or a regime condition; the "
     "second added the early side of the regime; the third counted every run; the fourth restored the early side; the fifth "
-    "added the late side; the sixth tested (3)'s fail against its threshold instead of zero")
+    "added the late side; the sixth tested (3)'s fail against its threshold instead of zero; the seventh (the review of the "
+    "holding rule) made (3) hold only where the test excludes its threshold, not whenever its mean is within it")
 
 
 def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
@@ -881,7 +889,8 @@ def cos_roles_decide(ev: dict, more_data: str, seeds: int, paper: str) -> str:
          "paper's)"] if ev["batch_sizes_past_regime"] or ev["lrs_past_regime"] else [])
     est = ev.get("seeds_to_decide") or {}
     plan = "; ".join(f"({k}) about {n:,}" if n is not None else f"({k}) more than 10,000" for k, n in sorted(est.items()))
-    note = "; for (3) that is the seeds to show it fails, as it holds on its mean" if "3" in est else ""
+    note = ("; for (3) that is the seeds to show it " + ("fails, as its mean excess is above 0" if ev["cos_slope_lr_excess"] > 0
+                                                         else "holds, as its mean excess is below 0")) if "3" in est else ""
     seeds_text = f"more seeds than {seeds}" + (
         f" (for 80 % power to decide, if the observed mean and spread were the truth: {plan}{note})" if plan else "")
     return ", ".join(parts + [seeds_text]) + f"; or {paper}"
@@ -1029,39 +1038,67 @@ def _on_side(m: float, threshold: float, *, at_least: bool, strict: bool) -> boo
     return (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
 
 
-def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL) -> str:
+#: How a part with a threshold is decided (:func:`threshold_status`), as the criteria state it.
+HOLDING_RULE = ("a part with a threshold holds only if a one-sided t test over the seeds (p < 0.05) puts their mean on the "
+                "claim's side, fails if it puts it on the other side, and is undecided otherwise")
+#: The review that made it so, as the criteria state it.
+HOLDING_REVIEW = ("Revised on review (the holding rule): until then such a part held whenever the seeds' mean was on the "
+                  "claim's side; the verdict under that rule is in the pilot line")
+
+
+def on_mean_line(verdict: str) -> str:
+    """The pilot line of the verdict under :func:`threshold_status`'s rule before the review of the
+    holding rule."""
+    return ("the rule before the review of the holding rule (a part held whenever the seeds' mean was on the claim's side): "
+            + verdict)
+
+
+def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL,
+                     on_mean: bool = False) -> str:
     """Is the mean of the replicates ``values`` (seeds; NaN dropped) on the claim's side of
     ``threshold`` (``≥`` if ``at_least``, else ``≤``; ``>`` / ``<`` if ``strict``)?
 
-    ``holds`` if the mean is on that side; ``fails`` if a one-sided t test over the replicates
-    (df = n − 1) puts the mean on the other side at ``level`` (the data exclude the threshold:
-    enough power to contradict); ``undecided`` if the mean misses but the test cannot exclude the
-    threshold (too few replicates for their spread), or with no finite value. Replicates that are
-    all equal decide exactly (zero spread)."""
+    A one-sided t test over the replicates (df = n − 1) at ``level`` either way: ``holds`` if it
+    puts the mean on the claim's side (the data exclude the threshold), ``fails`` if it puts it on
+    the other side, ``undecided`` otherwise (too few replicates for their spread; also with fewer
+    than two finite values). Replicates that are all equal decide exactly (zero spread; one exactly
+    at a ``strict`` threshold is undecided). ``on_mean``: the rule before the review of the holding
+    rule, reported beside the verdicts: ``holds`` whenever the mean is on the claim's side (one
+    replicate is enough), ``fails`` and ``undecided`` as above."""
     from ...stats import one_sample_t
 
     v = _finite(values)
     if v.size == 0:
         return UNDECIDED
-    if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict):
+    m = float(v.mean())
+    on_side = _on_side(m, threshold, at_least=at_least, strict=strict)
+    if on_mean and on_side:
         return HOLDS
     if v.size < 2:
         return UNDECIDED
+    if np.all(v == v[0]):  # zero spread: the replicates decide exactly
+        return HOLDS if on_side else UNDECIDED if m == threshold else FAILS
     t = one_sample_t(v, threshold)
-    return FAILS if (t.p_less if at_least else t.p_greater) < level else UNDECIDED
+    p_claim, p_against = (t.p_greater, t.p_less) if at_least else (t.p_less, t.p_greater)
+    if p_claim < level and not on_mean:
+        return HOLDS
+    return FAILS if p_against < level else UNDECIDED
 
 
-def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float = LEVEL) -> tuple[str, float, float]:
+def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float = LEVEL,
+                       on_mean: bool = False) -> tuple[str, float, float]:
     """The claim "events happen in at least (``at_least``) / at most a ``threshold`` fraction of
     trials", from ``k[i]`` events in ``n[i]`` trials of independent clusters (seeds; trials within
     a cluster, such as pairs of consecutive steps of one run, may depend on each other). The rate is
     pooled, ``r = Σk / Σn``, so that every trial weighs alike; its standard error is the cluster-
     robust (ratio-estimator) one, ``√(m/(m−1) · Σ(k_i − r n_i)²) / Σn`` over the ``m`` clusters with
     trials, with a Student t of ``m − 1`` degrees of freedom. With equal ``n_i`` this is the one-sample
-    t test on the clusters' fractions (:func:`threshold_status`). ``holds`` if ``r`` is on the claim's
-    side, ``fails`` if the one-sided test puts it on the other side at ``level``, ``undecided``
-    otherwise (also with no trials; one cluster can hold but not fail). Returns ``(status, r, p)``,
-    ``p`` the one-sided p-value against the claim (NaN with fewer than two clusters)."""
+    t test on the clusters' fractions (:func:`threshold_status`). ``holds`` if the one-sided test puts
+    ``r`` on the claim's side at ``level``, ``fails`` if it puts it on the other side, ``undecided``
+    otherwise (also with no trials or fewer than two clusters); zero spread decides exactly.
+    ``on_mean``: the rule before the review of the holding rule (``holds`` whenever ``r`` is on the
+    claim's side, one cluster included). Returns ``(status, r, p)``, ``p`` the one-sided p-value
+    against the claim (NaN with fewer than two clusters)."""
     from scipy.stats import t as student
 
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
@@ -1072,12 +1109,16 @@ def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float =
     if n.size == 0:
         return UNDECIDED, float("nan"), float("nan")
     r, m = float(k.sum() / n.sum()), n.size
+    z = (r - threshold) if at_least else (threshold - r)  # >= 0 on the claim's side
     if m < 2:
-        return (HOLDS if _on_side(r, threshold, at_least=at_least, strict=False) else UNDECIDED), r, float("nan")
+        return (HOLDS if on_mean and z >= 0 else UNDECIDED), r, float("nan")
     se = math.sqrt(m / (m - 1) * float(((k - r * n) ** 2).sum())) / float(n.sum())
-    z = (r - threshold) if at_least else (threshold - r)  # > 0 on the claim's side
-    p = float(student.sf(-z / se, m - 1)) if se > 0 else (0.0 if z < 0 else 1.0)
-    return (HOLDS if z >= 0 else FAILS if p < level else UNDECIDED), r, p
+    if se == 0:  # zero spread: exact
+        return (HOLDS if z >= 0 else FAILS), r, (0.0 if z < 0 else 1.0)
+    p, p_claim = float(student.sf(-z / se, m - 1)), float(student.sf(z / se, m - 1))
+    if z >= 0 and (on_mean or p_claim < level):
+        return HOLDS, r, p
+    return (FAILS if p < level else UNDECIDED), r, p
 
 
 def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -> str:
@@ -1395,7 +1436,7 @@ def table2_epoch_status(heights, name: str, rates, epoch: int, seeds) -> str:
 
 
 def table2_judgement(heights, rates: dict, epochs, seeds, *, nets, falls_over_judged: bool = True,
-                     first_version: bool = False, per_seed: bool = True):
+                     first_version: bool = False, per_seed: bool = True, on_mean: bool = False):
     """Table 2's criterion (chapter 03) on the heights ``heights[(name, lr, seed, epoch)]`` of every
     stand-in in ``rates`` (``{name: (base rate, smaller rate)}``), judged on the stand-ins ``nets``.
     Returns ``(verdict, parts, per stand-in, (1) by stand-in, (2) by stand-in)``.
@@ -1404,13 +1445,15 @@ def table2_judgement(heights, rates: dict, epochs, seeds, *, nets, falls_over_ju
     where every seed is in the regime (:func:`table2_in_regime`), :func:`table2_epoch_status`; a
     stand-in holds if all of Table 2's epochs but a quarter hold and fails if more than a quarter
     fail (an epoch out of the regime counts neither way). (2) "The height falls with training": at
-    both rates, mean log(last / first judged epoch's height) < 0 (fails if a one-sided t test finds
-    it above; undecided with fewer than two judged epochs). Earlier versions, reported beside the
+    both rates, log(last / first judged epoch's height) over the seeds below 0 by a one-sided t test
+    (:func:`threshold_status`: fails if the test puts it above, undecided otherwise and with fewer
+    than two judged epochs). Earlier versions, reported beside the
     verdict: ``per_seed=False``, the regime on the base rate's mean height over the seeds and "almost
     all" counted over the judged epochs; ``falls_over_judged=False``, (2) over the first and last
     epochs whatever the regime; ``first_version``, also (1) as before review (every epoch; the
     smaller rate below in every seed at ≥ 3 of 4 epochs) and (2) in every seed, reproduced if both
-    held everywhere, partially if one did or both in some stand-in."""
+    held everywhere, partially if one did or both in some stand-in; ``on_mean``: (2) by
+    :func:`threshold_status`'s rule before the review of the holding rule."""
     per, st1, st2 = {}, {}, {}
     E = list(epochs)
     for name, (hi, lo) in rates.items():
@@ -1433,7 +1476,7 @@ def table2_judgement(heights, rates: dict, epochs, seeds, *, nets, falls_over_ju
         e0, e1 = (judged[0], judged[-1]) if (falls_over_judged and judged) else (E[0], E[-1])
         st2[name] = UNDECIDED if (falls_over_judged and len(judged) < 2) else all_status(
             threshold_status([np.log(heights[(name, lr, s, e1)] / heights[(name, lr, s, e0)]) for s in seeds], 0.0,
-                             at_least=False, strict=True) for lr in (hi, lo))
+                             at_least=False, strict=True, on_mean=on_mean) for lr in (hi, lo))
         if first_version:
             st2[name] = HOLDS if all(heights[(name, lr, s, E[-1])] < heights[(name, lr, s, E[0])] for lr in (hi, lo)
                                      for s in seeds) else FAILS
@@ -1476,25 +1519,27 @@ def _mean_status(values, threshold: float, *, at_least: bool, strict: bool = Fal
     return HOLDS if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict) else FAILS
 
 
-def judge_gd_window(metrics, window: int, *, first_version: bool = False):
+def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mean: bool = False, cos: float = -0.8):
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
     seeds. Regime: a run is in the paper's regime if its bouncing starts (first negative cosine)
     within the paper's first ``window`` iterations (Figure 1: onset ≈ 15 of the first 40); only
     such runs are judged, and with none every part is undecided. Parts over those runs: (a)
     interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over the
     window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
-    interior-minimum pairs; each by :func:`threshold_status`. Verdict: :func:`parts_verdict`
+    interior-minimum pairs; each by :func:`threshold_status` (``cos``: (b)'s threshold; Appendix
+    A's figures claim a negative cosine, 0). Verdict: :func:`parts_verdict`
     with (a) as the key part. ``first_version``: the criterion before review (every run judged,
     no regime; a part is met when its seed mean is on the claim's side, :func:`_mean_status`;
     reproduced if all are met, partially if (a) and one other, not reproduced otherwise; evidence
-    empty), for the boxes' pilot lines. Returns ``(verdict, statuses, evidence)``."""
+    empty), for the boxes' pilot lines; ``on_mean``: the parts by :func:`threshold_status`'s rule
+    before the review of the holding rule. Returns ``(verdict, statuses, evidence)``."""
     ms = list(metrics)
     ok = ms if first_version else [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
     col = lambda key, rows: [m[key] for m in rows]  # noqa: E731
-    judge = _mean_status if first_version else threshold_status
+    judge = _mean_status if first_version else functools.partial(threshold_status, on_mean=on_mean)
     if ok:
         st = [judge(col("interior_frac", ok), 0.8, at_least=True),
-              judge(col("cos_last10", ok), -0.8, at_least=False),
+              judge(col("cos_last10", ok), cos, at_least=False, strict=not first_version),
               judge(col("rise_frac", ok), 0.1, at_least=False)]
         if first_version:  # reproduced if all met, partially if (a) and one other, not reproduced otherwise
             met = [x == HOLDS for x in st]
@@ -1513,7 +1558,7 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False):
     return parts_verdict(st, key=(0,)), st, ev
 
 
-def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False):
+def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mean: bool = False):
     """The criterion of Figures 2, 10, 11, 14, 18, 19 from the :func:`sgd_summary` metrics of a
     window's seeds and the :func:`gd_summary` metrics of the GD runs from the same
     initialisations. Parts: (a) interior minimum in ≥ 50 % of the segments; (b) the floor rises
@@ -1522,7 +1567,8 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False):
     one-sided t test, :func:`greater_status`). Verdict: :func:`parts_verdict` with (a) and (c)
     as key parts. ``first_version``: the criterion before review ((a) and (b) on the seed means,
     (b) against GD's mean rise; (d) fails unless the paired test reaches ``LEVEL``; the same
-    combination), for the boxes' pilot lines. Returns ``(verdict, statuses, evidence)``."""
+    combination), for the boxes' pilot lines; ``on_mean``: (a) and (b) by :func:`threshold_status`'s
+    rule before the review of the holding rule. Returns ``(verdict, statuses, evidence)``."""
     sm, g = list(metrics), list(gd_metrics)
     inter = [m["interior_frac"] for m in sm]
     rise = np.array([m["rise_frac"] for m in sm], dtype=float)
@@ -1537,9 +1583,10 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False):
         st = [_mean_status(inter, 0.5, at_least=True), HOLDS if r >= 0.2 and not r <= gr else FAILS,
               HOLDS if bars == 0 else FAILS, HOLDS if p < LEVEL else FAILS]
     else:
-        st_b = all_status([threshold_status(rise, 0.2, at_least=True),
-                           threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True)])
-        st = [threshold_status(inter, 0.5, at_least=True), st_b, HOLDS if bars == 0 else FAILS, greater_status(cos_s, cos_g)]
+        st_b = all_status([threshold_status(rise, 0.2, at_least=True, on_mean=on_mean),
+                           threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True, on_mean=on_mean)])
+        st = [threshold_status(inter, 0.5, at_least=True, on_mean=on_mean), st_b, HOLDS if bars == 0 else FAILS,
+              greater_status(cos_s, cos_g)]
     ev = {"interior_frac": float(np.mean(inter)), "rise_frac": float(np.nanmean(rise)),
           "gd_rise_frac": float(np.nanmean(gd_rise)), "barriers": bars,
           "raw_barriers": int(sum(m["raw_barriers"] for m in sm)), "cos_mean": float(np.mean(cos_s)),
