@@ -90,6 +90,12 @@ def test_bracket_search_extends_until_the_best_is_inside():
     # a diverged run (NaN) ranks last: it brackets the best from above
     t = LS.bracket_search(lambda r: float("nan") if r > 0.5 else r, [0.1, 0.2, 0.4], low=0.025, high=1.6)
     assert t.best == pytest.approx(0.4) and t.tuned and np.isnan(t.scores[0.8])
+    # a tie does not bracket: the best of a tie is the smaller rate, and the search goes on past the other
+    plateau = {0.1: 0.80, 0.2: 0.83, 0.4: 0.83, 0.8: 0.81, 1.6: 0.5}
+    t = LS.bracket_search(plateau.__getitem__, [0.1, 0.2, 0.4], low=0.025, high=1.6)
+    assert t.best == pytest.approx(0.2) and t.tuned and t.grid == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    t = LS.bracket_search(lambda r: min(r, 0.4), [0.1, 0.2, 0.4], low=0.025, high=1.6)  # flat from 0.4 up
+    assert t.best == pytest.approx(0.4) and not t.tuned and t.edge == "top" and max(t.grid) == pytest.approx(1.6)
     with pytest.raises(ValueError, match="at least 3"):
         LS.bracket_search(peaked(0.2), [0.1, 0.2], low=0.05, high=1.0)
     with pytest.raises(ValueError, match="need 0 < low"):

@@ -169,21 +169,34 @@ def _best(scores: dict) -> float:  # NaN (a diverged run) below every number; ti
     return max(scores, key=lambda r: (-math.inf if math.isnan(scores[r]) else scores[r], -r))
 
 
+def _score_key(v: float) -> float:
+    return -math.inf if math.isnan(v) else v
+
+
+def _open_sides(scores: dict) -> tuple[bool, bool]:
+    """Whether no tried rate above / below the best one scores strictly worse (a tie does not
+    bracket it: the best rate of a tie is the smaller one, and the optimum may lie past the other)."""
+    best = _best(scores)
+    worse = [r for r in scores if _score_key(scores[r]) < _score_key(scores[best])]
+    return not any(r > best for r in worse), not any(r < best for r in worse)
+
+
 def _next_rate(scores: dict, low: float, high: float, factor: float) -> float | None:
     """The rate a bracketing search tries next, or None when its best rate is bracketed (or at a bound)."""
     tol = 1e-9
-    tried, best = sorted(scores), _best(scores)
-    if best == tried[-1] and best * factor <= high * (1 + tol):
-        return round(best * factor, 12)
-    if best == tried[0] and best / factor >= low * (1 - tol):
-        return round(best / factor, 12)
+    tried = sorted(scores)
+    top, bottom = _open_sides(scores)
+    if top and tried[-1] * factor <= high * (1 + tol):
+        return round(tried[-1] * factor, 12)
+    if bottom and tried[0] / factor >= low * (1 - tol):
+        return round(tried[0] / factor, 12)
     return None
 
 
 def _tuning(scores: dict) -> Tuning:
-    tried, best = sorted(scores), _best(scores)
-    tuned = tried[0] < best < tried[-1]
-    return Tuning(scores=scores, best=best, tuned=tuned, edge=None if tuned else ("top" if best == tried[-1] else "bottom"))
+    top, bottom = _open_sides(scores)
+    tuned = not (top or bottom)
+    return Tuning(scores=scores, best=_best(scores), tuned=tuned, edge=None if tuned else ("top" if top else "bottom"))
 
 
 def bracket_search(score: Callable[[float], float], grid, *, low: float, high: float, factor: float = 2.0) -> Tuning:
@@ -192,7 +205,9 @@ def bracket_search(score: Callable[[float], float], grid, *, low: float, high: f
     ``score`` is called on every rate of ``grid`` (at least 3, in ``[low, high]``); then, while the
     best rate is the largest tried and ``factor`` times it is at most ``high``, that rate is tried
     too; likewise below, down to ``low``. A NaN score (a diverged run) ranks below every number;
-    ties go to the smaller rate. The best rate is ``tuned`` when it has a tried rate on each side."""
+    ties go to the smaller rate, and a rate that ties with the best one does not bracket it (the
+    search goes on past it). The best rate is ``tuned`` when a tried rate on each side scores
+    strictly worse."""
     return bracket_searches(lambda pairs: [score(r) for _, r in pairs], [None], grid, low=low, high=high,
                             factor=factor)[None]
 
