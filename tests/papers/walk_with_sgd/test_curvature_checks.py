@@ -133,8 +133,10 @@ def test_eq2_check_exact_enumeration():
     n_s = idx.shape[0]
     assert r.mc_var * (n_s - 1) / n_s == pytest.approx(r.pred_centered, rel=1e-12)
     assert r.trace_mc * (n_s - 1) / n_s == pytest.approx(r.trace_centered, rel=1e-12)
-    # the uncentered version differs by (uᵀḡ)²/B-type terms
-    assert not (r.pred_uncentered == pytest.approx(r.pred_centered, rel=1e-3))
+    # the uncentered version, with the same factor, differs by exactly the factor times (uᵀḡ)² (and ‖ḡ‖² in trace)
+    factor, gbar = (N - B) / (B * (N - 1)), G.mean(0)
+    assert r.pred_uncentered - r.pred_centered == pytest.approx(factor * ((gbar @ U) ** 2).numpy(), rel=1e-10)
+    assert r.trace_uncentered - r.trace_centered == pytest.approx(factor * float(gbar @ gbar), rel=1e-10)
     with pytest.raises(ValueError, match="batch size"):
         cc.eq2_check(G, Z, U, N)
 

@@ -261,7 +261,7 @@ class Eq2Check:
     ``mc_var[j]`` is the sample variance of ``u_jᵀĝ`` over the ``n_s`` minibatches with its standard
     error ``mc_var_se[j]`` (sd of the squared deviations over ``√n_s``); ``pred_centered[j]`` is
     Eq. 2 with the covariance, ``u_jᵀCu_j (N − B)/(B (N − 1))`` (sampling without replacement),
-    ``pred_uncentered[j]`` the same with the uncentered ``M``, and ``z_*`` the z-scores of the Monte
+    ``pred_uncentered[j]`` the same with the uncentered ``M`` (and the same factor), and ``z_*`` the z-scores of the Monte
     Carlo against each. ``mean_z[j]`` compares the Monte Carlo mean of ``u_jᵀĝ`` with ``u_jᵀḡ``.
     ``normal_p[j]`` is D'Agostino–Pearson's test of normality of the projections (Eq. 2's
     Gaussian shape). ``trace_*``: the same for ``tr Cov(ĝ)``.
@@ -293,7 +293,7 @@ def _eq2(GU, gu, mean_sq_norm, gbar_sq, n, ZU, trace_mc, trace_se, B) -> Eq2Chec
         raise ValueError(f"batch size must be in [1, N = {n}), got {B}")
     factor = (n - B) / (B * (n - 1))
     pred_c = ((GU - gu) ** 2).mean(0) * factor
-    pred_u = (GU**2).mean(0) / B
+    pred_u = (GU**2).mean(0) * factor  # the same factor: only the centering differs
     dev = ZU - ZU.mean(0)
     sq = dev**2
     mc_var = sq.sum(0) / (n_s - 1)
@@ -305,7 +305,7 @@ def _eq2(GU, gu, mean_sq_norm, gbar_sq, n, ZU, trace_mc, trace_se, B) -> Eq2Chec
         mc_var=np_(mc_var), mc_var_se=np_(mc_se), pred_centered=np_(pred_c), pred_uncentered=np_(pred_u),
         z_centered=np_((mc_var - pred_c) / mc_se), z_uncentered=np_((mc_var - pred_u) / mc_se),
         mean_z=np_(mean_z), normal_p=normal_p, trace_mc=float(trace_mc), trace_mc_se=float(trace_se),
-        trace_centered=(mean_sq_norm - gbar_sq) * factor, trace_uncentered=mean_sq_norm / B, n_s=n_s, batch_size=B, n=n,
+        trace_centered=(mean_sq_norm - gbar_sq) * factor, trace_uncentered=mean_sq_norm * factor, n_s=n_s, batch_size=B, n=n,
     )
 
 

@@ -305,8 +305,9 @@ def sharpness_reasons(statuses: dict[str, str], j: SharpnessJudgement, *, run_st
                        f"rate (100 CIFAR-10 epochs of 450; its code also had weight decay and augmentation, which no scale "
                        f"here has), these runs take {run_steps:,} steps; measured at the end of these short runs: "
                        + "; ".join(f"{SHARPNESS_PART_NAMES[k]}: {details[k]}" for k in late))
-            decide.append("the paper scale: 100 epochs of 450 steps at the fixed rate (VGG-11 and ResNet-56 on CIFAR-10, "
-                          "a GPU)")
+            decide.append("the paper scale (100 epochs of 450 steps at the fixed rate, VGG-11 and ResNet-56 on CIFAR-10, a "
+                          "GPU, 3 runs) with the authors' weight decay (1e-4) and augmentation added, which no scale here "
+                          "has: without them the end of training is not the paper's")
         else:
             power = open_
         if power:
