@@ -28,6 +28,11 @@ def test_band_draws_the_t_interval():
     band(ax, [0, 1], [1.0, 2.0])  # one replicate: a line, no band
     assert len(ax.collections) == 1
     plt.close(fig)
+    fig, ax = plt.subplots()  # cut at the limits the quantity cannot leave
+    band(ax, [0, 1], y / 5.0, limits=(0, 1))
+    lo, hi = _band_limits(ax)
+    assert lo == 0.0 and hi == 1.0
+    plt.close(fig)
 
 
 def test_band_on_a_log_scale_is_the_geometric_mean_and_its_interval():

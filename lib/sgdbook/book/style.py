@@ -46,13 +46,15 @@ def panel_label(ax, label: str) -> None:
     ax.text(-0.12, 1.04, label, transform=ax.transAxes, fontweight="bold", va="bottom", ha="left")
 
 
-def band(ax, x, curves, *, log: bool = False, level: float = 0.95, alpha: float = 0.2, **kw):
+def band(ax, x, curves, *, log: bool = False, level: float = 0.95, alpha: float = 0.2, limits=None, **kw):
     """Plot the mean of ``curves`` (``[replicates, points]``) against ``x`` with its Student-t
     ``level`` interval as a band (no band for a single replicate); returns the line.
 
     ``log=True`` takes the mean and interval of ``log(curves)`` and draws them back on the original
     scale (the geometric mean, for positive quantities on a log axis). ``kw`` goes to ``ax.plot``
-    (``color``, ``label``, ``marker``, ``ls``, ...); the band takes the line's colour.
+    (``color``, ``label``, ``marker``, ``ls``, ...); the band takes the line's colour. ``limits``:
+    ``(low, high)`` the quantity cannot leave (an accuracy's ``(0, 1)``, a cosine's ``(-1, 1)``):
+    the band is cut there, and the caption should say so.
     """
     from ..stats import t_interval
 
@@ -64,5 +66,8 @@ def band(ax, x, curves, *, log: bool = False, level: float = 0.95, alpha: float 
     (line,) = ax.plot(x, back(z.mean(0)), **kw)
     if y.shape[0] > 1:
         ci = t_interval(z, level=level)
-        ax.fill_between(x, back(ci.low), back(ci.high), color=line.get_color(), alpha=alpha, lw=0)
+        lo, hi = back(ci.low), back(ci.high)
+        if limits is not None:
+            lo, hi = np.clip(lo, *limits), np.clip(hi, *limits)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=alpha, lw=0)
     return line
