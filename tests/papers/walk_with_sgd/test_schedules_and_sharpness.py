@@ -94,6 +94,10 @@ def test_bracket_search_extends_until_the_best_is_inside():
     plateau = {0.1: 0.80, 0.2: 0.83, 0.4: 0.83, 0.8: 0.81, 1.6: 0.5}
     t = LS.bracket_search(plateau.__getitem__, [0.1, 0.2, 0.4], low=0.025, high=1.6)
     assert t.best == pytest.approx(0.2) and t.tuned and t.grid == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    # the rates the validation set cannot tell from the best: within one binomial standard error of its score
+    se = np.sqrt(0.83 * 0.17 / 1000)
+    assert LS.tied_rates(t, 1000) == pytest.approx([r for r, v in plateau.items() if r in t.scores and v >= 0.83 - se])
+    assert LS.tied_rates(t, 1000) == pytest.approx([0.2, 0.4]) and LS.tied_rates(t, 100) == pytest.approx([0.1, 0.2, 0.4, 0.8])
     t = LS.bracket_search(lambda r: min(r, 0.4), [0.1, 0.2, 0.4], low=0.025, high=1.6)  # flat from 0.4 up
     assert t.best == pytest.approx(0.4) and not t.tuned and t.edge == "top" and max(t.grid) == pytest.approx(1.6)
     with pytest.raises(ValueError, match="at least 3"):

@@ -199,6 +199,16 @@ def _tuning(scores: dict) -> Tuning:
     return Tuning(scores=scores, best=_best(scores), tuned=tuned, edge=None if tuned else ("top" if top else "bottom"))
 
 
+def tied_rates(t: Tuning, n_valid: int, z: float = 1.0) -> list[float]:
+    """The rates of a search that its validation set cannot tell from the best one: those whose
+    score (an accuracy on ``n_valid`` images) is within ``z`` binomial standard errors,
+    ``z·√(p(1 − p)/n_valid)`` at the best score ``p``, of it; the best rate included, in increasing
+    order (a diverged run is never tied)."""
+    p = t.scores[t.best]
+    se = math.sqrt(max(p * (1 - p), 0.0) / n_valid)
+    return sorted(r for r, v in t.scores.items() if not math.isnan(v) and v >= p - z * se)
+
+
 def bracket_search(score: Callable[[float], float], grid, *, low: float, high: float, factor: float = 2.0) -> Tuning:
     """Grid search of the rate maximising ``score(rate)`` that brackets its optimum.
 
