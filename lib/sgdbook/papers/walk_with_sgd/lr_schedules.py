@@ -165,12 +165,12 @@ def _check_bracket(grid, low: float, high: float, factor: float) -> list[float]:
     return rates
 
 
-def _best(scores: dict) -> float:  # NaN (a diverged run) below every number; ties to the smaller rate
-    return max(scores, key=lambda r: (-math.inf if math.isnan(scores[r]) else scores[r], -r))
-
-
-def _score_key(v: float) -> float:
+def _score_key(v: float) -> float:  # NaN (a diverged run) below every number
     return -math.inf if math.isnan(v) else v
+
+
+def _best(scores: dict) -> float:  # ties to the smaller rate
+    return max(scores, key=lambda r: (_score_key(scores[r]), -r))
 
 
 def _open_sides(scores: dict) -> tuple[bool, bool]:
