@@ -118,13 +118,13 @@ def test_judge_gd_window_gates_on_the_onset():
     assert W.judge_gd_window(no_onset, 40)[0] == "inconclusive"
 
 
-def _sgd(inter, rise, cos, bars=0):
-    return {"interior_frac": inter, "rise_frac": rise, "cos_mean": cos, "barriers": bars, "raw_barriers": bars,
-            "mean_height": 0.01}
+def _sgd(inter, rise, cos, bars=0, whole=None):
+    return {"interior_frac": inter, "rise_frac": rise, "cos_mean": cos if whole is None else whole, "cos_from_onset": cos,
+            "barriers": bars, "raw_barriers": bars, "mean_height": 0.01}
 
 
 def test_judge_sgd_window_parts():
-    gd = [{"rise_frac": 0.0, "cos_mean": c} for c in (-0.8, -0.82, -0.78)]
+    gd = [{"rise_frac": 0.0, "cos_mean": c, "onset": 15.0} for c in (-0.8, -0.82, -0.78)]
     good = [_sgd(0.9, 0.3, -0.2), _sgd(0.95, 0.35, -0.25), _sgd(0.85, 0.4, -0.15)]
     assert W.judge_sgd_window(good, gd)[0] == "reproduced"
     flat_floor = [_sgd(0.9, 0.0, -0.2), _sgd(0.95, 0.0, -0.25), _sgd(0.85, 0.0, -0.15)]
@@ -135,6 +135,20 @@ def test_judge_sgd_window_parts():
     few_valleys = [_sgd(0.2, 0.3, -0.2), _sgd(0.8, 0.35, -0.25), _sgd(0.3, 0.4, -0.15)]  # mean 0.43, spread wide
     v, st, _ = W.judge_sgd_window(few_valleys, gd)
     assert st[0] == W.UNDECIDED and v == "inconclusive"
+
+
+def test_judge_sgd_window_compares_cosines_from_the_onsets():
+    """(d) compares SGD's cosine from its own onset with GD's from its onset; an initial descent with
+    positive cosines inside SGD's window (``cos_mean`` over the whole window) must not make it hold."""
+    gd = [{"rise_frac": 0.0, "cos_mean": c, "onset": 15.0} for c in (-0.3, -0.32, -0.28)]
+    sgd = [_sgd(0.9, 0.3, -0.33, whole=0.1), _sgd(0.95, 0.35, -0.35, whole=0.12), _sgd(0.85, 0.4, -0.31, whole=0.08)]
+    assert W.judge_sgd_window(sgd, gd)[1][3] == W.FAILS  # from the onsets SGD's cosine is the more negative
+    assert W.judge_sgd_window(sgd, gd, whole_window=True)[1][3] == W.HOLDS  # the whole window: the descent decides
+    no_onset = [_sgd(0.9, 0.3, float("nan"), whole=0.1)] + sgd[1:2]  # one pair left: too few for a test
+    assert W.judge_sgd_window(no_onset, gd[:2])[1][3] == W.UNDECIDED
+    gd_flat = gd[:2] + [{"rise_frac": 0.0, "cos_mean": 0.9, "onset": float("nan")}]  # a GD run that never bounces
+    _, st, ev = W.judge_sgd_window(sgd, gd_flat)
+    assert st[3] == W.FAILS and ev["cos_pairs"] == 2 and ev["gd_cos_mean"] == pytest.approx(-0.31)
 
 
 def test_cos_roles_verdict_leaves_unsettled_runs_out():
@@ -278,6 +292,19 @@ def test_binomial_status_at_least_against_scipy():
     assert W.binomial_status(0, 50, 0.2, at_least=True) == W.FAILS and W.binomial_status(0, 0, 0.2, at_least=True) == W.UNDECIDED
 
 
+def test_paper_height_at_rate_follows_table2s_two_rates():
+    """At VGG-11's smaller rate it is Table 2's own row; at the row's rate the row; the exponent is the same for every row."""
+    from sgdbook.papers.walk_with_sgd.settings.lr_and_batch import TABLE2_PAPER
+
+    for i, e in enumerate((1, 10, 25, 100)):
+        assert W.paper_height_at_rate("cnn", e, 0.05) == pytest.approx(TABLE2_PAPER[("VGG-11", 0.05)][i])
+        assert W.paper_height_at_rate("cnn", e, 0.1) == pytest.approx(W.paper_height("cnn", e))
+        k = np.log2(TABLE2_PAPER[("VGG-11", 0.1)][i] / TABLE2_PAPER[("VGG-11", 0.05)][i])
+        assert W.paper_height_at_rate("resnet", e, 0.075) == pytest.approx(TABLE2_PAPER[("ResNet-56", 0.3)][i] * 0.25 ** k)
+    assert W.paper_height_at_rate("cnn", 1, 0.2) == pytest.approx(0.0625 * 0.0625 / 0.0102)  # doubling: the halving's ratio
+    assert W.paper_height_at_rate("cnn", 101, 0.1) is None
+
+
 def test_paper_height_interpolates_between_table2_epochs():
     for e, h in zip((1, 10, 25, 100), (0.0625, 0.0199, 0.0104, 0.0025)):
         assert W.paper_height("cnn", e) == h and W.paper_height("cnn", e, interpolate=True) == h
@@ -304,7 +331,7 @@ def test_first_versions_fail_on_a_missed_mean_and_ignore_the_regime():
     wide_miss = [_gd(15, 0.95, -0.9, 0.0), _gd(16, 0.5, -0.9, 0.0), _gd(14, 0.9, -0.9, 0.0)]  # mean 0.78 < 0.8, wide
     assert W.judge_gd_window(wide_miss, 40)[1][0] == W.UNDECIDED
     assert W.judge_gd_window(wide_miss, 40, first_version=True)[1][0] == W.FAILS
-    gd = [{"rise_frac": 0.0, "cos_mean": c} for c in (-0.8, -0.82, -0.78)]
+    gd = [{"rise_frac": 0.0, "cos_mean": c, "onset": 15.0} for c in (-0.8, -0.82, -0.78)]
     close = [_sgd(0.9, 0.3, -0.79), _sgd(0.95, 0.35, -0.83), _sgd(0.85, 0.4, -0.77)]  # cos not above GD's: (d)
     assert W.judge_sgd_window(close, gd)[1][3] == W.UNDECIDED
     assert W.judge_sgd_window(close, gd, first_version=True)[1][3] == W.FAILS

@@ -124,6 +124,21 @@ def test_cos_roles_verdict_follows_its_criterion():
                     + "; for (3) that is the seeds to show it fails, as its mean excess is above 0); or the paper")
 
 
+def test_sgd_summary_takes_the_cosine_from_the_runs_onset():
+    d = W.digits_split(120)
+    run = W.run_walk("mlp", d, lr=0.5, steps=12, batch_size=40, seed=0, windows=[(0, 6), (6, 12)])
+    cos = run.traj.cos.cpu().numpy()
+    on = W.onset(cos)
+    assert on == 2 and cos[1] > 0  # inside the first window, after a positive cosine the onset rule leaves out
+    for a, b in ((0, 6), (6, 12)):
+        m, _ = W.sgd_summary(run, a, b, dtype=torch.float64, rtol=1e-12)
+        assert m["cos_mean"] == pytest.approx(np.nanmean(cos[a:b]))
+        if on is None or on >= b:
+            assert np.isnan(m["cos_from_onset"])
+        else:
+            assert m["onset"] == on and m["cos_from_onset"] == pytest.approx(np.nanmean(cos[max(a, on):b]))
+
+
 def test_late_regime_against_profile_and_table2():
     """The height is profile's mean over the steps, the epoch (a + b)/2 · batch / n, held to a tenth of Table 2's height
     there (interpolated; epoch 1's before the first epoch ends); GD runs have no epoch."""
@@ -132,10 +147,12 @@ def test_late_regime_against_profile_and_table2():
     r = W.late_regime(run, 6, 10, dtype=torch.float64, rtol=1e-12)
     assert r["height"] == pytest.approx(float(W.profile(run, 6, 10, dtype=torch.float64, rtol=1e-12).height.mean()))
     assert r["epoch"] == pytest.approx(8 * 40 / 120)
-    assert r["paper_height"] == pytest.approx(W.paper_height("mlp", 8 * 40 / 120, interpolate=True))
     assert r["in_regime"] == (r["height"] >= W.REGIME_HEIGHT_FRACTION * r["paper_height"])
+    assert r["paper_height_row_rate"] == pytest.approx(W.paper_height("mlp", 8 * 40 / 120, interpolate=True))
+    assert r["paper_height"] == pytest.approx(W.paper_height_at_rate("mlp", 8 * 40 / 120, 0.5))
+    assert r["in_regime_row_rate"] == (r["height"] >= W.REGIME_HEIGHT_FRACTION * r["paper_height_row_rate"])
     early = W.late_regime(run, 0, 2)
-    assert early["epoch"] == 1.0 and early["paper_height"] == W.paper_height("mlp", 1)
+    assert early["epoch"] == 1.0 and early["paper_height_row_rate"] == W.paper_height("mlp", 1)
     with pytest.raises(ValueError, match="SGD"):
         W.late_regime(W.run_walk("mlp", d, lr=0.5, steps=4, seed=0), 0, 2)
     long = W.run_walk("mlp", d, lr=0.5, steps=304, batch_size=40, seed=0, windows=[(302, 304)])
@@ -162,16 +179,22 @@ def test_cos_roles_sweep_counts_only_runs_in_the_regime(monkeypatch):
     for r in R:
         for s in S:
             runs[("lr", r, s)] = runs[("B", 100, s)] if r == 0.1 else run(-0.3, 3.2)
-    past, calls = set(), []
+    past, past_row, calls = set(), set(), []
 
     def fake_late(r, a, b, **kw):
         calls.append(id(r))
         assert (a, b) == (T // 2, T // 2 + 3)
-        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05}
+        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05,
+                "in_regime_row_rate": id(r) not in past | past_row, "paper_height_row_rate": 0.1}
 
     monkeypatch.setattr(W, "late_regime", fake_late)
     v, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
     assert v == "reproduced" and ev["lrs_past_regime"] == [] and len(calls) == len({id(r) for r in runs.values()}) == 21
+    past_row.update(id(runs[("lr", r, 0)]) for r in (0.025, 0.05))  # below the row rate's reference only: reported
+    v, ev, pilot, _ = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
+    assert v == "reproduced" and ev["verdict_row_rate_reference"] == "inconclusive"
+    assert ev["lrs_settled_row_rate_reference"] == [0.1, 0.2] and "before the eighth review): inconclusive" in pilot
+    past_row.clear()
     past.update(id(runs[("lr", r, s)]) for r in (0.025, 0.05) for s in (0,))
     v, ev, pilot, details = W.cos_roles_sweep(runs, B, R, R, S, regime_steps=3)
     assert ev["status_3"] == W.UNDECIDED and ev["lrs_past_regime"] == [0.025, 0.05] and v == "inconclusive"
@@ -209,7 +232,8 @@ def test_cos_roles_batch_first_equals_the_whole_sweep(monkeypatch):
     past, made = set(), []
 
     def fake_late(r, a, b, **kw):
-        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05}
+        return {"in_regime": id(r) not in past, "height": 1.0, "epoch": 2.0, "paper_height": 0.05,
+                "in_regime_row_rate": id(r) not in past, "paper_height_row_rate": 0.05}
 
     def make(keys):
         made.extend(keys)
@@ -322,3 +346,63 @@ def test_paper_split_takes_validation_images_where_the_authors_code_did():
         W.paper_split("mnist", 100, 40, valid_start=59_990)
     mlp = W.role_data("mlp", {"data": "paper", "paper_models": False, "n_train": 100, "eval_n": 0}, "cpu")
     assert torch.equal(mlp.yv, ds.y[50_000:60_000]) and torch.equal(mlp.y, ds.y[:100])  # the authors' MNIST split
+
+
+def test_exact_profile_gives_the_float64_flags():
+    """Flags of a float32 profile with only its undecidable segments re-evaluated in float64 equal those of a whole
+    float64 profile; a coarse tolerance makes many segments undecidable, and the plain float32 flags then differ."""
+    d = W.digits_split(120)
+    run = W.run_walk("cnn", d, lr=0.1, steps=14, batch_size=40, seed=0, windows=[(0, 14)],
+                     model=lambda g: W.standin("cnn", g))
+    p64 = W.profile(run, 0, 14, dtype=torch.float64, rtol=1e-12)
+    flags = lambda p: torch.stack([p.interior, p.barrier, p.raw_barrier]).cpu()  # noqa: E731
+    for rtol in (1e-4, 3e-2):
+        plain = W.profile(run, 0, 14, rtol=rtol)
+        ex, info = W.exact_profile(run, 0, 14, rtol=rtol)
+        assert torch.equal(flags(ex), flags(p64)) and torch.equal(ex.floor_rise.cpu(), p64.floor_rise.cpu())
+        assert info["refined"] == int(W.ambiguous_segments(plain, rtol).sum()) and info["f32_rel"] < W.F32_ERROR_SHARE * rtol
+        if rtol > 1e-3:
+            assert info["refined"] > 0 and not torch.equal(flags(plain), flags(p64))
+    with pytest.raises(ValueError, match="float32 cannot decide"):
+        W.exact_profile(run, 0, 14, rtol=1e-9)
+
+
+def test_exact_profile_keeps_one_value_at_an_end_point_shared_with_an_unrefined_segment(monkeypatch):
+    """Segment 0 is undecidable (a dip within the tolerance) and re-evaluated; segment 1 is not. Their shared end point is
+    the floor of both (segment 0's right end, segment 1's left): the merged losses must hold float64's value in both rows,
+    or the floors differ by float32's error and a floor rise appears that float64 does not have."""
+    from sgdbook.landscape import segment_stats
+
+    a = torch.linspace(0, 1, 5, dtype=F64)
+    f64 = torch.tensor([[1.0, 0.9, 0.8, 0.7, 0.6], [0.6, 0.7, 0.8, 0.9, 1.0]], dtype=F64)
+    f64[0, 3] = 0.6 + 1e-9  # segment 0: an interior point just above its right end (a dip too small for float32 to see)
+    f32 = f64.clone()
+    f32[:, 1:-1] += 1e-7  # float32's rounding, well inside rtol / 4
+    f32[1, 0] = 0.6 + 2e-8  # segment 1's copy of the shared end point, rounded differently
+    f32[0, -1] = 0.6 - 3e-8
+
+    def fake_profile(run, lo, hi, *, dtype=None, rtol=1e-6, n_alpha=11, noise_repeats=2):
+        losses = (f64 if dtype == torch.float64 else f32)[lo:hi]
+        tol = 1e-12 * float(losses.abs().max()) if dtype == torch.float64 else rtol * float(losses.abs().max())
+        return W.WindowProfile(alphas=a, losses=losses, noise=0.0, tol=tol, **segment_stats(losses, a, tol))
+
+    monkeypatch.setattr(W, "profile", fake_profile)
+    ex, info = W.exact_profile(None, 0, 2, rtol=1e-4)
+    p64 = fake_profile(None, 0, 2, dtype=torch.float64)
+    assert info["refined"] >= 1 and float(ex.losses[1, 0]) == float(ex.losses[0, -1]) == 0.6
+    assert torch.equal(ex.floor_rise, p64.floor_rise) and not bool(ex.floor_rise[0])
+
+
+def test_sub_profile_and_exact_summaries():
+    d = W.digits_split(120)
+    run = W.run_walk("cnn", d, lr=0.1, steps=14, batch_size=40, seed=0, windows=[(0, 14)],
+                     model=lambda g: W.standin("cnn", g))
+    whole = W.profile(run, 0, 14, dtype=torch.float64, rtol=1e-12)
+    part = W.sub_profile(whole, 4, 9)
+    ref = W.profile(run, 4, 9, dtype=torch.float64, rtol=0.0)
+    assert torch.allclose(part.losses, ref.losses, rtol=1e-12, atol=0) and torch.equal(part.interior, ref.interior)
+    assert torch.equal(part.floor_rise, whole.floor_rise[4:8])
+    with pytest.raises(ValueError, match="not inside"):
+        W.sub_profile(whole, 10, 15)
+    m, _ = W.sgd_summary(run, 0, 14, rtol=3e-2, exact=True)  # flags float64's however coarse the float32 tolerance
+    assert m["interior_frac"] == pytest.approx(float(whole.interior.double().mean())) and m["refined"] > 0
