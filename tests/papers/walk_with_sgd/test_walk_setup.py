@@ -360,7 +360,7 @@ def test_exact_profile_gives_the_float64_flags():
         plain = W.profile(run, 0, 14, rtol=rtol)
         ex, info = W.exact_profile(run, 0, 14, rtol=rtol)
         assert torch.equal(flags(ex), flags(p64)) and torch.equal(ex.floor_rise.cpu(), p64.floor_rise.cpu())
-        assert info["refined"] == int(W.ambiguous_segments(plain, rtol).sum()) and info["f32_rel"] < W.F32_ERROR_SHARE * rtol
+        assert info["refined"] == int((W.flag_margins(plain) <= rtol).sum()) and info["f32_rel"] < W.F32_ERROR_SHARE * rtol
         if rtol > 1e-3:
             assert info["refined"] > 0 and not torch.equal(flags(plain), flags(p64))
     with pytest.raises(ValueError, match="float32 cannot decide"):

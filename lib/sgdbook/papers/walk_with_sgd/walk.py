@@ -500,17 +500,10 @@ def flag_margins(prof: WindowProfile) -> torch.Tensor:
     return m
 
 
-def ambiguous_segments(prof: WindowProfile, rtol: float) -> torch.Tensor:
-    """``[S]`` bool: the segments of ``prof`` whose interior-minimum, barrier or floor-rise flag
-    (with a neighbour) has a relative margin (:func:`flag_margins`) of at most ``rtol``, so that
-    an evaluation error below ``rtol/4`` of each loss could flip it."""
-    return flag_margins(prof) <= rtol
-
-
 def exact_profile(run: WalkRun, a: int, b: int, *, rtol: float, n_alpha: int = 11) -> tuple[WindowProfile, dict]:
     """:func:`profile` of steps ``a … b − 1`` in float32 whose flags are those of a float64
-    evaluation: the segments whose flags float32 cannot decide (:func:`ambiguous_segments`: a
-    margin of at most ``rtol`` of the losses it compares) are evaluated again in float64, each
+    evaluation: the segments whose flags float32 cannot decide (a :func:`flag_margins` of at most
+    ``rtol`` of the losses it compares) are evaluated again in float64, each
     maximal run of them at once, and every flag is recomputed on the merged losses with float64's
     tolerance (10⁻¹² · max|L|). Every other flag's margin exceeds ``rtol`` of its losses, which the
     float32 error stays well inside: checked on the segments evaluated in both precisions, always
@@ -1419,13 +1412,21 @@ def paper_height(role: str, epoch: int, *, interpolate: bool = False) -> float |
     as a power of the epoch); None outside."""
     from .settings.lr_and_batch import TABLE2_PAPER
 
-    epochs = (1, 10, 25, 100)
     row = TABLE2_PAPER[TABLE2_ROW[role]]
-    if epoch in epochs:
-        return row[epochs.index(epoch)]
-    if not interpolate or not epochs[0] < epoch < epochs[-1]:
+    if epoch in TABLE2_EPOCHS:
+        return row[TABLE2_EPOCHS.index(epoch)]
+    if not interpolate or not TABLE2_EPOCHS[0] < epoch < TABLE2_EPOCHS[-1]:
         return None
-    return float(np.exp(np.interp(math.log(epoch), np.log(epochs), np.log(row))))
+    return _row_height(row, epoch)
+
+
+#: Table 2's epochs.
+TABLE2_EPOCHS = (1, 10, 25, 100)
+
+
+def _row_height(row, epoch: float) -> float:
+    """A Table 2 row's height at ``epoch``, linear in log height against log epoch between its epochs."""
+    return float(np.exp(np.interp(math.log(epoch), np.log(TABLE2_EPOCHS), np.log(row))))
 
 
 def paper_height_at_rate(role: str, epoch: float, lr: float) -> float | None:
@@ -1440,8 +1441,7 @@ def paper_height_at_rate(role: str, epoch: float, lr: float) -> float | None:
     ref = paper_height(role, epoch, interpolate=True)
     if ref is None:
         return None
-    epochs = np.log((1, 10, 25, 100))
-    hi, lo = (np.exp(np.interp(math.log(epoch), epochs, np.log(TABLE2_PAPER[("VGG-11", r)]))) for r in (0.1, 0.05))
+    hi, lo = (_row_height(TABLE2_PAPER[("VGG-11", r)], epoch) for r in (0.1, 0.05))
     return float(ref * (lr / TABLE2_ROW[role][1]) ** math.log2(hi / lo))
 
 
