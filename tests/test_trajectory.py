@@ -114,6 +114,30 @@ def test_continuation_gives_the_same_run_for_gd():
     torch.testing.assert_close(torch.cat([a.dist, b.dist[1:]]), full.dist, rtol=1e-12, atol=1e-14)
 
 
+def test_chunked_gd_is_full_batch_gd_without_batch_norm_and_per_chunk_batch_norm_with_it():
+    x, y = _data(n=23)  # chunks of 10, 10, 3: unequal weights
+    kw = dict(steps=3, lr=0.2, generator=torch.Generator(), windows=[(0, 3)])
+    one = record_trajectory(_cnn(bn=False), F.cross_entropy, x, y, **kw)
+    chunked = record_trajectory(_cnn(bn=False), F.cross_entropy, x, y, grad_batch=10, **kw)
+    torch.testing.assert_close(chunked.window(0, 3).thetas, one.window(0, 3).thetas, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(chunked.loss, one.loss, rtol=1e-13, atol=0)
+    torch.testing.assert_close(chunked.cos, one.cos, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert torch.equal(record_trajectory(_cnn(bn=False), F.cross_entropy, x, y, grad_batch=23, **kw).theta, one.theta)
+    # with batch norm: each chunk normalised by its own statistics, the buffers updated once per chunk
+    model = _cnn()
+    got = record_trajectory(model, F.cross_entropy, x, y, grad_batch=10, **{**kw, "steps": 1, "windows": [(0, 1)]})
+    ref = copy.deepcopy(model).train()
+    loss = sum(F.cross_entropy(ref(x[i : i + 10]), y[i : i + 10]) * min(10, 23 - i) / 23 for i in range(0, 23, 10))
+    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    g = torch.cat([q.reshape(-1) for q in grads])
+    torch.testing.assert_close(got.theta, flat_parameters(model) - 0.2 * g, rtol=1e-13, atol=1e-14)
+    assert float(got.loss[0]) == pytest.approx(loss.item(), rel=1e-13)
+    for name, buf in ref.named_buffers():
+        torch.testing.assert_close(got.buffers[name], buf, rtol=1e-13, atol=1e-14)
+    with pytest.raises(ValueError, match="grad_batch"):
+        record_trajectory(model, F.cross_entropy, x, y, grad_batch=0, **kw)
+
+
 def test_divergence_names_the_step_and_bad_arguments_are_refused():
     x, y = _data(n=30)
     model = _cnn(bn=False)

@@ -83,6 +83,20 @@ class _TrainingModule:
         grads = torch.autograd.grad(value, self.params, allow_unused=True, materialize_grads=True)  # unused: zero
         return value.detach(), torch.cat([g.reshape(-1) for g in grads])
 
+    def chunked_gradient(self, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                         chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`gradient` over consecutive chunks of ``chunk`` examples, each chunk's loss and
+        gradient weighted by its share of the examples (a mean loss's full-batch values without
+        batch norm; with it, each chunk is normalised by its own statistics)."""
+        n = x.shape[0]
+        value, g = None, None
+        for i in range(0, n, chunk):
+            v, gc = self.gradient(loss_fn, x[i : i + chunk], y[i : i + chunk])
+            w = min(chunk, n - i) / n
+            value = v * w if value is None else value + v * w
+            g = gc.mul_(w) if g is None else g.add_(gc, alpha=w)
+        return value, g
+
 
 @dataclass
 class Window:
@@ -150,6 +164,7 @@ def record_trajectory(
     windows: Sequence[tuple[int, int]] = (),
     store_buffers: bool = False,
     keep_indices: bool = False,
+    grad_batch: int | None = None,
     run: str = "run",
     show_progress: bool = False,
 ) -> Trajectory:
@@ -159,6 +174,11 @@ def record_trajectory(
     ``lr``: a number, a :class:`~sgdbook.schedules.Schedule` or a callable of the step.
     ``noise_std``: σ of isotropic N(0, σ² I) noise added to every gradient (drawn from
     ``generator``). ``windows``: ``(a, b)`` step ranges whose iterates ``θ_a … θ_b`` are kept.
+    ``grad_batch``: GD's gradient (and logged loss) accumulated over consecutive chunks of this many
+    examples, each chunk's mean weighted by its size (the memory of one chunk's backward pass, not
+    the whole set's: the authors' code used 9 chunks of 5,000). Without batch norm the sum is the
+    full-batch gradient; with it, each chunk is normalised by its own statistics and the running
+    buffers are updated once per chunk. None: one pass over the whole set. SGD ignores it.
     A non-finite loss stops with a :class:`~sgdbook.training.DivergenceError` naming the step.
     """
     if x.shape[0] != y.shape[0]:
@@ -169,6 +189,8 @@ def record_trajectory(
     n = x.shape[0]
     if batch_size is not None and not 1 <= batch_size <= n:
         raise ValueError(f"batch size {batch_size} must be in [1, {n}] (or None for full-batch GD)")
+    if grad_batch is not None and (int(grad_batch) != grad_batch or grad_batch < 1):
+        raise ValueError(f"grad_batch must be a positive integer (or None for one pass), got {grad_batch}")
     if noise_std < 0 or noise_std != noise_std:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
     for a, b in windows:
@@ -228,7 +250,10 @@ def record_trajectory(
             if indices is not None:
                 indices.append(idx)
             xb, yb = x.index_select(0, idx), y.index_select(0, idx)
-        value, g = fm.gradient(loss_fn, xb, yb)
+        if batch_size is None and grad_batch is not None and grad_batch < n:
+            value, g = fm.chunked_gradient(loss_fn, x, y, int(grad_batch))
+        else:
+            value, g = fm.gradient(loss_fn, xb, yb)
         if noise_std > 0:
             g = g + noise_std * torch.randn(fm.d, generator=generator, device=generator.device, dtype=dtype).to(device)
         gn = torch.linalg.vector_norm(g)
