@@ -245,11 +245,41 @@ def test_t_half_width():
 
 def test_plateau_status_needs_positive_evidence_of_a_flat_loss():
     prev = np.array([1.0, 1.0, 1.0])
-    assert W.plateau_status(prev * 0.999, prev * np.array([1.0, 1.001, 0.9995])) == W.HOLDS  # ~0.1 % per interval
-    assert W.plateau_status(prev * 0.80, prev * np.array([1.0, 1.01, 0.99])) == W.FAILS  # still 20 % per interval
+
+    def two(last, previous):  # [replicates, evaluations] from the last two evaluations
+        return np.stack([np.broadcast_to(previous, (3,)), np.broadcast_to(last, (3,))], axis=1)
+
+    assert W.plateau_status(two(prev * 0.999, prev * np.array([1.0, 1.001, 0.9995]))) == W.HOLDS  # ~0.1 % per interval
+    assert W.plateau_status(two(prev * 0.80, prev * np.array([1.0, 1.01, 0.99]))) == W.FAILS  # still 20 % per interval
     # 13 %, 2 %, 8 %: not flat enough to show a plateau, too spread to show a fall above 5 %
-    assert W.plateau_status(prev * np.array([0.87, 0.98, 0.92]), prev) == W.UNDECIDED
-    assert W.plateau_status([0.5], [0.5]) == W.UNDECIDED  # one replicate decides nothing
+    assert W.plateau_status(two(prev * np.array([0.87, 0.98, 0.92]), prev)) == W.UNDECIDED
+    assert W.plateau_status([[0.5, 0.5]]) == W.UNDECIDED  # one replicate decides nothing
+
+
+def test_interval_falls_is_the_least_squares_slope():
+    rng = np.random.default_rng(0)
+    L = np.exp(rng.normal(size=(4, 7)))
+    for points in (2, 3, 5, 7):
+        want = [-np.polyfit(np.arange(points), np.log(row[-points:]), 1)[0] for row in L]
+        assert np.allclose(W.interval_falls(L, points), want, rtol=1e-12)
+    assert np.allclose(W.interval_falls(L, 2), np.log(L[:, -2] / L[:, -1]))
+    for bad, match in ((dict(points=1), "points"), (dict(points=8), "fewer than")):
+        with pytest.raises(ValueError, match=match):
+            W.interval_falls(L, **bad)
+    with pytest.raises(ValueError, match="replicates, evaluations"):
+        W.interval_falls(L[0], 2)
+
+
+def test_plateau_over_more_points_shows_a_flat_noisy_loss():
+    # a flat loss with 3 % noise per evaluation: the last interval's change cannot show the plateau, four points can
+    noise = np.array([[0.03, -0.03, 0.02, -0.01], [-0.02, 0.03, -0.03, 0.02], [0.01, -0.02, 0.03, -0.03]])
+    L = 0.4 * np.exp(noise)
+    assert W.plateau_status(L, points=2) == W.UNDECIDED
+    assert W.plateau_status(L, points=4) == W.HOLDS
+    falling = 0.4 * np.exp(-0.2 * np.arange(4) + noise)  # 18 % per interval
+    assert W.plateau_status(falling, points=4) == W.FAILS
+
+
     assert W.stuck_status(W.HOLDS, W.HOLDS) == W.HOLDS
     assert W.stuck_status(W.HOLDS, W.FAILS) == W.UNDECIDED  # higher, but still descending
     assert W.stuck_status(W.FAILS, W.HOLDS) == W.FAILS

@@ -95,6 +95,25 @@ def test_gd_profile_reuses_the_logged_losses_and_checkpointed_runs_continue_exac
         W.run_checkpointed(model, d, lr=0.5, steps=9, every=4, generator=torch.Generator())
 
 
+def test_gd_on_a_large_set_accumulates_its_gradient_in_chunks(monkeypatch):
+    d = W.digits_split(120)
+    assert W.gd_chunk(45_000, None) == W.GD_CHUNK == 5000 and W.gd_chunk(45_000, 100) is None and W.gd_chunk(1000, None) is None
+    one = W.run_walk("mlp", d, lr=0.5, steps=3, seed=0)
+    monkeypatch.setattr(W, "GD_CHUNK", 50)  # 120 examples: chunks of 50, 50, 20
+    chunked = W.run_walk("mlp", d, lr=0.5, steps=3, seed=0)
+    model = W.standin("mlp", torch.Generator().manual_seed(W.init_seed("mlp", 0)))
+    ref = record_trajectory(model, F.cross_entropy, d.x, d.y, steps=3, lr=0.5, generator=torch.Generator(), grad_batch=50)
+    torch.testing.assert_close(chunked.traj.theta, ref.theta, rtol=0, atol=0)
+    assert not torch.equal(chunked.traj.theta, one.traj.theta)  # the MLP has batch norm: per-chunk statistics
+    chk = W.run_checkpointed(model, d, lr=0.5, steps=3, every=3, generator=torch.Generator())
+    torch.testing.assert_close(chk.last.theta, ref.theta, rtol=0, atol=0)
+    # the logged losses were normalised per chunk: the profile evaluates the end points afresh
+    prof = W.profile(chunked, 0, 3, rtol=0.0)
+    fresh = window_profile(chunked.model, F.cross_entropy, d.x, d.y, chunked.traj.window(0, 3).thetas, bn_mode="train",
+                           rtol=0.0)
+    torch.testing.assert_close(prof.losses, fresh.losses, rtol=0, atol=0)
+
+
 def test_cos_roles_verdict_follows_its_criterion():
     B, lrs = [25, 50, 100, 200], [0.025, 0.05, 0.1, 0.2]
     rng = np.random.default_rng(0)

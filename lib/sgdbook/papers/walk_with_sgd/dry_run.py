@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ...landscape import window_profile
 from ...trajectory import max_gradient_variance, record_trajectory
-from .walk import PAPER_PARAMETER_COUNTS, make_model, role_kind
+from .walk import GD_CHUNK, PAPER_PARAMETER_COUNTS, gd_chunk, make_model, role_kind
 
 Settings = Mapping[str, Any]
 
@@ -33,11 +33,14 @@ def _inputs(role: str, cfg: Settings, device: torch.device, n: int = _FEW):
     return x, torch.arange(n, device=device) % 10
 
 
-def _common(cfg: Settings) -> None:
+def _common(cfg: Settings, lr_resnet: float = 0.3) -> None:
+    """The paper's data, batch, epoch and rates (ResNet-56: 0.3 as in Fig. 7 and Table 2, 0.1 in
+    Section 4's isotropic-noise runs); GD on its 45,000 images accumulates its gradient in chunks."""
     assert cfg["paper_models"] is True and cfg["data"] == "paper"
     assert cfg["n_train"] == 45_000 and cfg["batch_size"] == 100
     assert cfg["n_train"] // cfg["batch_size"] == 450  # the paper's epoch
-    assert cfg["lr_cnn"] == 0.1 and cfg["lr_resnet"] == 0.3
+    assert cfg["lr_cnn"] == 0.1 and cfg["lr_resnet"] == lr_resnet
+    assert gd_chunk(cfg["n_train"], None) == GD_CHUNK < cfg["n_train"]
 
 
 def _step(role: str, cfg: Settings, device: torch.device, *, lr: float, batch: bool, noise_std: float = 0.0,
@@ -97,7 +100,8 @@ def lr_and_batch(cfg: Settings, device: torch.device) -> None:
 
 def isotropic_noise(cfg: Settings, device: torch.device) -> None:
     """Chapter 05: the variance estimate at θ₀ (two minibatches) and one noisy GD step per network."""
-    _common(cfg)
+    _common(cfg, lr_resnet=0.1)
+    assert 2 <= cfg["plateau_points"] <= cfg["steps"] // cfg["every"]
     assert list(cfg["noise_factors"]) == [0.05, 0.1]
     for role, lr in _rates(cfg).items():
         if role == "cnn-nobn":

@@ -45,6 +45,21 @@ from ...trajectory import Trajectory, max_gradient_variance, record_trajectory
 #: shortcuts; the MLP's from 784-500-350-10 with biases and batch norm).
 PAPER_PARAMETER_COUNTS = {"vgg11": 9_756_426, "resnet56": 855_578, "mlp": 573_060}
 
+#: GD's gradient on a training set larger than this is accumulated over chunks of this many examples
+#: (the authors' code: 9 chunks of 5,000 on CIFAR-10's 45,000): one backward pass over 45,000 images
+#: keeps about 72 GB of activations for VGG-11 and 190 GB for ResNet-56 (float32, measured with
+#: ``torch.autograd.graph.saved_tensors_hooks``), more than one GPU holds; a chunk of 5,000, 8 and
+#: 21 GB. Batch norm then normalises each chunk with its own statistics (the paper scale only: every
+#: smaller set is one pass).
+GD_CHUNK = 5000
+
+
+def gd_chunk(n: int, batch_size: int | None) -> int | None:
+    """The ``grad_batch`` of :func:`~sgdbook.trajectory.record_trajectory` for a run on ``n``
+    examples: :data:`GD_CHUNK` for GD on more than that many, else None (one pass; SGD ignores it)."""
+    return GD_CHUNK if batch_size is None and n > GD_CHUNK else None
+
+
 #: The stand-ins' names and what they stand in for.
 STANDINS = {
     "cnn": "VGG-11 (a small VGG-style CNN with batch norm)",
@@ -375,7 +390,8 @@ def run_walk(
     traj = record_trajectory(
         model, F.cross_entropy, data.x, data.y, steps=steps, lr=lr, batch_size=batch_size, generator=gen,
         noise_std=noise_std, windows=[(0, steps)] if windows is None else windows, store_buffers=store_buffers,
-        run=f"{name} {tag} lr={lr} seed={seed}", show_progress=show_progress,
+        grad_batch=gd_chunk(data.x.shape[0], batch_size), run=f"{name} {tag} lr={lr} seed={seed}",
+        show_progress=show_progress,
     )
     return WalkRun(name, float(lr) if isinstance(lr, (int, float)) else lr, batch_size, seed, model, data, traj)
 
@@ -458,7 +474,8 @@ def profile(
 ) -> WindowProfile:
     """The loss along the segments of steps ``a … b − 1`` of ``run`` on its whole training set
     (batch norm with the statistics of the evaluation batch: deterministic unless ``reshuffle``).
-    For GD evaluated in the training precision, the logged full-batch losses are the end points."""
+    For GD evaluated in the training precision (and trained in one pass, :func:`gd_chunk`), the
+    logged full-batch losses are the end points."""
     w = next((w for w in run.traj.windows if w.a <= a and b <= w.b), None)
     if w is None:
         raise ValueError(f"steps {a}..{b} are not inside a stored window of {run.name}")
@@ -467,7 +484,9 @@ def profile(
     same_dtype = dtype is None or dtype == thetas.dtype
     xe, ye = run.data.evaluation
     whole = xe.shape[0] == run.data.x.shape[0]
-    if run.batch_size is None and same_dtype and whole and not reshuffle and eval_batch is None and b < run.traj.steps:
+    one_pass = gd_chunk(run.data.x.shape[0], None) is None  # a chunked GD logged chunk-normalised losses
+    if (run.batch_size is None and one_pass and same_dtype and whole and not reshuffle and eval_batch is None
+            and b < run.traj.steps):
         ends = run.traj.loss[a : b + 1]
     return window_profile(
         run.model, F.cross_entropy, xe, ye, thetas, n_alpha=n_alpha, bn_mode="train",
@@ -1074,10 +1093,13 @@ class Checkpointed:
 def run_checkpointed(model: nn.Module, data: WalkData, *, lr, steps: int, every: int, generator: torch.Generator,
                      batch_size: int | None = None, noise_std: float = 0.0, start: Trajectory | None = None,
                      run: str = "run") -> Checkpointed:
-    """Train with :func:`sgdbook.trajectory.record_trajectory` in pieces of ``every`` steps (a
-    multiple of the epoch length for SGD, so that every epoch is one permutation), evaluating the
-    full training loss and the validation accuracy after each piece; ``start`` continues a
-    previous run (its parameters, buffers, last gradient and θ₀)."""
+    """Train with :func:`sgdbook.trajectory.record_trajectory` in pieces of ``every`` steps,
+    evaluating the full training loss and the validation accuracy after each piece; ``start``
+    continues a previous run (its parameters, buffers, last gradient and θ₀). SGD draws a fresh
+    permutation at the start of every piece: where ``every`` is not a multiple of the epoch, the
+    epoch that a piece's end cuts short is not completed (its other examples wait for the next
+    permutation), so within a piece every example is drawn at most once per epoch. GD on more than
+    :data:`GD_CHUNK` examples accumulates its gradient in chunks (:func:`gd_chunk`)."""
     if steps % every:
         raise ValueError(f"steps ({steps}) must be a multiple of every ({every})")
     kw = start.continuation() if start is not None else {}
@@ -1086,7 +1108,8 @@ def run_checkpointed(model: nn.Module, data: WalkData, *, lr, steps: int, every:
     traj = start
     for k in range(steps // every):
         traj = record_trajectory(model, F.cross_entropy, data.x, data.y, steps=every, lr=lr, batch_size=batch_size,
-                                 generator=generator, noise_std=noise_std, run=run, **kw)
+                                 generator=generator, noise_std=noise_std, grad_batch=gd_chunk(data.x.shape[0], batch_size),
+                                 run=run, **kw)
         kw = traj.continuation()
         cos.append(traj.cos.cpu().numpy())
         dist.append(traj.dist.cpu().numpy()[(1 if k or start is not None else 0):])
@@ -1307,21 +1330,40 @@ def farther_stats(gd_runs, sgd_runs, at: int, later: int, *, level: float = LEVE
     )
 
 
-#: A run "has stopped descending" when its training loss falls by less than this fraction over
-#: its last evaluation interval (chapter 05: the isotropic-noise runs that "get stuck").
+#: A run "has stopped descending" when its training loss falls by less than this fraction per
+#: evaluation interval (chapter 05: the isotropic-noise runs that "get stuck").
 PLATEAU_FALL = 0.05
 
 
-def plateau_status(last, previous, *, fall: float = PLATEAU_FALL, level: float = LEVEL) -> str:
-    """The claim "the loss has stopped descending", from each replicate's training loss at its last
-    two evaluations (``previous`` → ``last``): ``holds`` if a one-sided t test over replicates puts
-    the mean fall of the log loss, ``log(previous/last)``, below ``−log(1 − fall)`` at ``level``
-    (positive evidence of a plateau: less than a ``fall`` fraction per interval); ``fails`` if it
-    puts it above (still descending faster than that); ``undecided`` otherwise (also with fewer
-    than two replicates)."""
+def interval_falls(losses, points: int) -> np.ndarray:
+    """Each replicate's fall of the log loss per evaluation interval over its last ``points``
+    evaluations: minus the least-squares slope of ``log L`` against the evaluation's index
+    (``points = 2``: ``log(L_prev / L_last)``). ``losses``: ``[replicates, evaluations]`` at equally
+    spaced evaluations."""
+    L = np.asarray(losses, dtype=float)
+    if L.ndim != 2:
+        raise ValueError(f"losses must be [replicates, evaluations], got shape {L.shape}")
+    if int(points) != points or points < 2:
+        raise ValueError(f"points must be an integer >= 2 (a slope needs two evaluations), got {points}")
+    if L.shape[1] < points:
+        raise ValueError(f"{L.shape[1]} evaluations, fewer than the {points} points the slope is taken over")
+    y = np.log(L[:, -points:])
+    k = np.arange(points) - (points - 1) / 2
+    return -(y * k).sum(axis=1) / float((k * k).sum())
+
+
+def plateau_status(losses, *, points: int = 2, fall: float = PLATEAU_FALL, level: float = LEVEL) -> str:
+    """The claim "the loss has stopped descending", from each replicate's training loss at its
+    evaluations (``losses``: ``[replicates, evaluations]``, equally spaced): ``holds`` if a one-sided
+    t test over replicates puts the mean fall per interval (:func:`interval_falls` over the last
+    ``points`` evaluations) below ``−log(1 − fall)`` at ``level`` (positive evidence of a plateau:
+    less than a ``fall`` fraction per interval); ``fails`` if it puts it above (still descending
+    faster than that); ``undecided`` otherwise (also with fewer than two replicates). A slope over
+    more points is less noisy than the last interval's change (its standard error shrinks as
+    ``points^{-3/2}``), so the test can show a plateau under evaluation-to-evaluation noise."""
     from ...stats import one_sample_t
 
-    drop = np.log(np.asarray(previous, dtype=float).ravel() / np.asarray(last, dtype=float).ravel())
+    drop = interval_falls(losses, points)
     drop = drop[np.isfinite(drop)]
     if drop.size < 2:
         return UNDECIDED
