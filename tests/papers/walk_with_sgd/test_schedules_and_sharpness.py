@@ -237,3 +237,61 @@ def test_a_constant_schedule_for_the_exercises():
     sched = LS.make_schedule("constant", 0.3, 100, **SHAPE)
     assert torch.equal(sched.values(100), torch.full((100,), 0.3, dtype=sched.values(100).dtype))
     assert "constant" not in LS.KINDS  # not one of the compared schedules
+
+
+def test_chunked_hessian_is_the_mean_of_the_chunks_hessians():
+    import torch.nn.functional as F
+
+    from sgdbook import curvature
+    from sgdbook.papers.walk_with_sgd import walk as W
+
+    d = W.digits_split(150)
+    x, y = d.x[:23].double(), d.y[:23]  # chunks of 10, 10, 3
+    model = W.standin("cnn", torch.Generator().manual_seed(0)).double()
+    v = torch.randn(sum(q.numel() for q in model.parameters()), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for mode in ("train", "eval"):
+        got = S.ChunkedHessian(model, x, y, bn_mode=mode, chunk=10)(v)
+        want = sum(curvature.HVP.from_model(model, F.cross_entropy, x[i : i + 10], y[i : i + 10], bn_mode=mode)(v)
+                   * min(10, 23 - i) / 23 for i in range(0, 23, 10))
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        whole = curvature.HVP.from_model(model, F.cross_entropy, x, y, bn_mode=mode)(v)
+        if mode == "eval":  # running statistics: the mean over chunks is the whole set's Hessian
+            torch.testing.assert_close(got, whole, rtol=1e-10, atol=1e-12)
+        else:  # each chunk normalised by its own statistics: another matrix
+            assert not torch.allclose(got, whole, rtol=1e-6, atol=1e-8)
+    top = S.top_eigen(model, x, y, 1, bn_mode="eval", tol=1e-8, chunk=10)
+    ref = S.top_eigen(model, x, y, 1, bn_mode="eval", tol=1e-8)
+    assert top.converged and float(top.eigenvalues[0]) == pytest.approx(float(ref.eigenvalues[0]), rel=1e-7)
+    with pytest.raises(ValueError, match="chunk"):
+        S.ChunkedHessian(model, x, y, bn_mode="eval", chunk=0)
+
+
+def test_sharpness_run_spectral_norm_against_the_dense_hessian():
+    import dataclasses
+
+    import torch.nn.functional as F
+    from torch import nn
+
+    from sgdbook.curvature import full_hessian
+    from sgdbook.functional import flat_loss
+    from sgdbook.papers.walk_with_sgd import walk as W
+
+    d = W.digits_split(150)
+    d = dataclasses.replace(d, x=d.x.double().flatten(1), xv=d.xv.double().flatten(1))
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 10)).double()
+    with torch.no_grad():
+        for q in model.parameters():
+            q.copy_(torch.randn(q.shape, generator=g, dtype=q.dtype) * 0.5)
+    start = [q.detach().clone() for q in model.parameters()]
+    r = S.sharpness_run(model, d, lr=0.1, batch_size=50, epochs=1, checkpoints=[1], hessian_n=60, tol=1e-8,
+                        generator=torch.Generator().manual_seed(1), spectral=True, show_progress=False)
+    assert r.converged and len(r.norm_train) == len(r.norm_eval) == 2
+    with torch.no_grad():
+        for q, s0 in zip(model.parameters(), start):
+            q.copy_(s0)  # back to epoch 0 (the buffers do not enter train mode's Hessian)
+    f, theta = flat_loss(model, F.cross_entropy, d.x[:60], d.y[:60], bn_mode="train")
+    ev = torch.linalg.eigvalsh(full_hessian(f, theta))
+    assert r.norm_train[0] == pytest.approx(float(ev.abs().max()), rel=1e-6)
+    assert r.lam_train[0] == pytest.approx(float(ev[-1]), rel=1e-6)
+    assert all(nv >= lm * (1 - 1e-6) for nv, lm in zip(r.norm_eval, r.lam_eval))  # max|λ| >= the largest λ

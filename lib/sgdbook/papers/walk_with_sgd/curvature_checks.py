@@ -36,9 +36,9 @@ from scipy import stats as sstats
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ...curvature import full_hessian
+from ...curvature import full_hessian, lanczos
 from ...functional import check_data, flat_loss, functional_view
-from ...gradients import per_example_grads
+from ...gradients import per_example_grads, second_moment_operator
 
 __all__ = [
     "Eq2Check",
@@ -465,11 +465,14 @@ def noise_share_of_model(
     bn_mode: str = "eval",
     chunk: int | None = None,
     max_stored: int = 1 << 27,
+    tol: float = 1e-3,
 ) -> NoiseShare:
     """:func:`noise_share` of ``model`` on ``(x, y)`` without holding all per-example gradients
     when they would exceed ``max_stored`` numbers: chunks of ``chunk`` examples are reduced to
-    float64 sums (``Σg``, ``Σ‖g‖²``, ``Σ gᵀV`` and ``Σ (gᵀV)²``), and ``best`` is then NaN (it needs
-    the Gram matrix of all gradients). With at most ``max_stored`` numbers it is
+    float64 sums (``Σg``, ``Σ‖g‖²``, ``Σ gᵀV`` and ``Σ (gᵀV)²``), and ``best`` comes from the top
+    eigenvalues of the covariance by Lanczos on its operator
+    (:func:`sgdbook.gradients.second_moment_operator`, centered, in chunks; relative residual
+    ``tol``; NaN where Lanczos does not converge). With at most ``max_stored`` numbers it is
     :func:`noise_share` of :func:`sgdbook.gradients.per_example_grads`."""
     n = check_data(x, y)
     P = sum(q.numel() for q in model.parameters() if q.requires_grad)
@@ -494,4 +497,8 @@ def noise_share_of_model(
     mv = mean @ V.double()
     along = sv2 - n * mv**2
     share = (along.cumsum(0) / total).cpu().numpy()
-    return NoiseShare(share=share, isotropic=np.arange(1, k + 1) / P, best=np.full(k, np.nan), trace=total / n, P=P)
+    C = second_moment_operator(model, loss_fn, x, y, centered=True, chunk=step, bn_mode=bn_mode)
+    top = lanczos(lambda v: C @ v, C.d, k, tol=tol, dtype=C.dtype, device=C.device,
+                  generator=torch.Generator(device=C.device).manual_seed(0))
+    best = (top.eigenvalues.double().cumsum(0) / (total / n)).cpu().numpy() if top.converged else np.full(k, np.nan)
+    return NoiseShare(share=share, isotropic=np.arange(1, k + 1) / P, best=best, trace=total / n, P=P)

@@ -122,12 +122,14 @@ def curvature(cfg: Settings, device: torch.device) -> None:
     terms on the tiny float64 CNN."""
     from ... import curvature as curv
     from ... import gradients
+    from .sharpness import ChunkedHessian
     from .curvature_checks import eq3_terms, minibatch_gradients, tiny_problem
 
     _common(cfg)
     assert list(cfg["checkpoints"]) == [1, 10, 25, 100] and cfg["epochs"] == 100
     assert cfg["hessian_n"] <= cfg["n_train"] and cfg["nobn_n"] <= cfg["n_train"] and cfg["topk"] >= 1
     assert cfg["mc_checkpoint"] in range(1, cfg["nobn_epochs"] + 1) and cfg["mc_minibatches"] >= 2
+    assert cfg["hessian_chunk"] is not None and cfg["hessian_chunk"] < cfg["hessian_n"]  # one chunk's graph at a time
     for role in ("cnn", "resnet"):
         model = make_model(role, cfg, torch.Generator().manual_seed(0)).to(device)
         x, y = _inputs(role, cfg, device, 2)
@@ -139,6 +141,8 @@ def curvature(cfg: Settings, device: torch.device) -> None:
             h = curv.HVP.from_model(model, F.cross_entropy, x, y, bn_mode=mode)
             v = torch.randn(h.p, generator=torch.Generator().manual_seed(1)).to(device)
             assert torch.isfinite(h(v)).all()
+        chunked = ChunkedHessian(model, x, y, bn_mode="eval", chunk=1)  # the paper scale's λ_max operator, in chunks
+        assert torch.isfinite(chunked(v)).all()
     model = make_model("cnn-nobn", cfg, torch.Generator().manual_seed(0)).to(device)
     x, y = _inputs("cnn-nobn", cfg, device, 2)
     P = sum(q.numel() for q in model.parameters())

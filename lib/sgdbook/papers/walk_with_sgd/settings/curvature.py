@@ -9,7 +9,7 @@ SETTINGS = ScaleTable(
     settings={
         "smoke": dict(
             paper_models=False, data="digits", n_train=200, eval_n=0, batch_size=100, lr_cnn=0.1, lr_resnet=0.3, epochs=3,
-            checkpoints=[1, 2, 3], seeds=2, hessian_n=200, lanczos_tol=1e-2,
+            checkpoints=[1, 2, 3], seeds=2, hessian_n=200, hessian_chunk=None, lanczos_tol=1e-2,
             nobn_lr=0.1, nobn_epochs=4, nobn_checkpoints=[2, 4], nobn_n=200, topk=3,
             mc_checkpoint=2, mc_minibatches=200,
             tiny_n=12, tiny_side=4, tiny_widths=[2, 3], tiny_head=[4], tiny_lr=0.5, tiny_steps=300,
@@ -17,7 +17,7 @@ SETTINGS = ScaleTable(
         ),
         "book": dict(
             paper_models=False, data="digits", n_train=1000, eval_n=0, batch_size=100, lr_cnn=0.1, lr_resnet=0.3, epochs=40,
-            checkpoints=[1, 2, 5, 10, 20, 40], seeds=4, hessian_n=1000, lanczos_tol=1e-3,
+            checkpoints=[1, 2, 5, 10, 20, 40], seeds=4, hessian_n=1000, hessian_chunk=None, lanczos_tol=1e-3,
             nobn_lr=0.1, nobn_epochs=80, nobn_checkpoints=[5, 20, 40, 80], nobn_n=1000, topk=10,
             mc_checkpoint=20, mc_minibatches=2000,
             tiny_n=40, tiny_side=4, tiny_widths=[2, 4], tiny_head=[8], tiny_lr=0.5, tiny_steps=4000,
@@ -25,7 +25,7 @@ SETTINGS = ScaleTable(
         ),
         "paper": dict(
             paper_models=True, data="paper", n_train=45000, eval_n=0, batch_size=100, lr_cnn=0.1, lr_resnet=0.3, epochs=100,
-            checkpoints=[1, 10, 25, 100], seeds=3, hessian_n=25000, lanczos_tol=1e-3,
+            checkpoints=[1, 10, 25, 100], seeds=3, hessian_n=25000, hessian_chunk=500, lanczos_tol=1e-3,
             nobn_lr=0.1, nobn_epochs=100, nobn_checkpoints=[1, 10, 25, 100], nobn_n=5000, topk=20,
             mc_checkpoint=10, mc_minibatches=2000,
             tiny_n=40, tiny_side=4, tiny_widths=[2, 4], tiny_head=[8], tiny_lr=0.5, tiny_steps=4000,
@@ -44,6 +44,10 @@ SETTINGS = ScaleTable(
         "checkpoints": "epochs at which λ_max (batch-norm train and eval mode) and validation accuracy are measured",
         "seeds": "replicates (initialisation and minibatch order) per network",
         "hessian_n": "training images in the Hessian (one batch: its own batch-norm statistics in train mode)",
+        "hessian_chunk": "λ_max's Hessian as the mean over chunks of this many images, each product rebuilding one chunk at a "
+                         "time (train mode: each chunk's own statistics; the memory of one chunk: one graph over 25,000 "
+                         "CIFAR-10 images would hold at least 40 GB for VGG-11 and 107 GB for ResNet-56, their saved "
+                         "activations alone); none: one batch",
         "lanczos_tol": "relative residual tolerance of the Lanczos eigenvalues",
         "nobn_lr": "learning rate of the CNN without batch norm (Eqs. 2–3, H ≈ C, the noise's alignment)",
         "nobn_epochs": "epochs of the CNN without batch norm (to a near-interpolating minimum)",
@@ -74,6 +78,7 @@ SETTINGS = ScaleTable(
         "checkpoints": "not given (code saves epochs 1, 10, 25, 100)",
         "seeds": "1 (the `paper` scale runs 3: a t test needs replicates)",
         "hessian_n": "25,000 in batches of 500 (code), augmented",
+        "hessian_chunk": "500 (the code's batches)",
         "lanczos_tol": "15 power iterations (code)",
         "topk": "— (not tested in the paper)",
         "mc_minibatches": "— (Eq. 2 is not checked in the paper)",
