@@ -254,6 +254,10 @@ def test_plateau_status_needs_positive_evidence_of_a_flat_loss():
     # 13 %, 2 %, 8 %: not flat enough to show a plateau, too spread to show a fall above 5 %
     assert W.plateau_status(two(prev * np.array([0.87, 0.98, 0.92]), prev)) == W.UNDECIDED
     assert W.plateau_status([[0.5, 0.5]]) == W.UNDECIDED  # one replicate decides nothing
+    assert W.stuck_status(W.HOLDS, W.HOLDS) == W.HOLDS
+    assert W.stuck_status(W.HOLDS, W.FAILS) == W.UNDECIDED  # higher, but still descending
+    assert W.stuck_status(W.FAILS, W.HOLDS) == W.FAILS
+    assert W.stuck_status(W.UNDECIDED, W.HOLDS) == W.UNDECIDED
 
 
 def test_interval_falls_is_the_least_squares_slope():
@@ -278,12 +282,6 @@ def test_plateau_over_more_points_shows_a_flat_noisy_loss():
     assert W.plateau_status(L, points=4) == W.HOLDS
     falling = 0.4 * np.exp(-0.2 * np.arange(4) + noise)  # 18 % per interval
     assert W.plateau_status(falling, points=4) == W.FAILS
-
-
-    assert W.stuck_status(W.HOLDS, W.HOLDS) == W.HOLDS
-    assert W.stuck_status(W.HOLDS, W.FAILS) == W.UNDECIDED  # higher, but still descending
-    assert W.stuck_status(W.FAILS, W.HOLDS) == W.FAILS
-    assert W.stuck_status(W.UNDECIDED, W.HOLDS) == W.UNDECIDED
 
 
 def test_binomial_status_against_the_closed_form_and_scipy():

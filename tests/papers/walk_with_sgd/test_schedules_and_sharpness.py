@@ -295,3 +295,17 @@ def test_sharpness_run_spectral_norm_against_the_dense_hessian():
     assert r.norm_train[0] == pytest.approx(float(ev.abs().max()), rel=1e-6)
     assert r.lam_train[0] == pytest.approx(float(ev[-1]), rel=1e-6)
     assert all(nv >= lm * (1 - 1e-6) for nv, lm in zip(r.norm_eval, r.lam_eval))  # max|λ| >= the largest λ
+
+
+def test_spectral_norm_is_the_largest_magnitude_not_the_largest_eigenvalue():
+    from sgdbook.curvature.hvp import MatrixHVP
+
+    Q = torch.linalg.qr(torch.randn(30, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)).Q
+    lam = torch.cat([torch.tensor([-3.0, 1.0, 0.5], dtype=torch.float64), torch.linspace(-0.4, 0.4, 27, dtype=torch.float64)])
+    h = MatrixHVP(Q @ torch.diag(lam) @ Q.T)
+    norm, products, ok = S.spectral_norm(h, tol=1e-10)
+    assert ok and norm == pytest.approx(3.0, rel=1e-9) and products == h.n_products
+    from sgdbook import curvature
+
+    # λ_max of the same operator is 1: the two differ where a negative eigenvalue dominates
+    assert float(curvature.lanczos(h, h.p, 1, tol=1e-10).eigenvalues[0]) == pytest.approx(1.0, rel=1e-9)

@@ -455,6 +455,11 @@ def noise_share(G: torch.Tensor, V: torch.Tensor) -> NoiseShare:
     return NoiseShare(share=share, isotropic=np.arange(1, k + 1) / P, best=best, trace=total / n, P=P)
 
 
+#: Examples per chunk of the covariance operator behind :func:`noise_share_of_model`'s largest share
+#: where the per-example gradients are too many to store (one chunk's forward and backward pass).
+COVARIANCE_CHUNK = 500
+
+
 def noise_share_of_model(
     model: nn.Module,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -497,8 +502,10 @@ def noise_share_of_model(
     mv = mean @ V.double()
     along = sv2 - n * mv**2
     share = (along.cumsum(0) / total).cpu().numpy()
-    C = second_moment_operator(model, loss_fn, x, y, centered=True, chunk=step, bn_mode=bn_mode)
+    # the operator stores no per-example gradients: its chunks need only bound one chunk's activations
+    C = second_moment_operator(model, loss_fn, x, y, centered=True, chunk=COVARIANCE_CHUNK, bn_mode=bn_mode)
     top = lanczos(lambda v: C @ v, C.d, k, tol=tol, dtype=C.dtype, device=C.device,
                   generator=torch.Generator(device=C.device).manual_seed(0))
-    best = (top.eigenvalues.double().cumsum(0) / (total / n)).cpu().numpy() if top.converged else np.full(k, np.nan)
+    lam = top.eigenvalues.double().clamp_min(0.0)  # a covariance: rounding may leave a tiny negative
+    best = (lam.cumsum(0) / (total / n)).cpu().numpy() if top.converged else np.full(k, np.nan)
     return NoiseShare(share=share, isotropic=np.arange(1, k + 1) / P, best=best, trace=total / n, P=P)

@@ -33,7 +33,7 @@ from .walk import WalkData, run_seeded
 
 __all__ = [
     "PAPER_FIXED_RATE_STEPS", "ChunkedHessian", "CovarianceRun", "SharpnessJudgement", "SharpnessRun", "covariance_run", "judge_sharpness",
-    "run_many", "sharpness_reasons", "sharpness_run", "sharpness_statuses", "stack", "top_eigen",
+    "run_many", "sharpness_reasons", "sharpness_run", "sharpness_statuses", "spectral_norm", "stack", "top_eigen",
 ]
 
 #: Figures 3 and 7 train at a fixed rate for 100 CIFAR-10 epochs of 450 steps (batch 100; the epoch
@@ -68,6 +68,15 @@ class ChunkedHessian:
             out = hv.mul_(w) if out is None else out.add_(hv, alpha=w)
         self.n_products += 1
         return out
+
+
+def spectral_norm(h, *, tol: float, seed: int = 0) -> tuple[float, int, bool]:
+    """``(‖H‖₂, products, converged)`` of the symmetric operator ``h`` (attributes ``p``, ``dtype``,
+    ``device``): the square root of the top eigenvalue of ``H²`` by Lanczos on ``v ↦ H(Hv)``, i.e.
+    ``max|λ|``, what a power iteration on ``H`` estimates (two products of ``h`` per step)."""
+    r = curvature.lanczos(lambda v: h(h(v)), h.p, 1, tol=tol, dtype=h.dtype, device=h.device,
+                          generator=torch.Generator(device=h.device).manual_seed(seed))
+    return float(r.eigenvalues[0]) ** 0.5, 2 * r.n_products, bool(r.converged)
 
 
 def top_eigen(model: nn.Module, x, y, k: int, *, bn_mode: str | None, tol: float, seed: int = 0,
@@ -127,11 +136,9 @@ def sharpness_run(
             for mode in ("train", "eval"):
                 h = (ChunkedHessian(m, xh, yh, bn_mode=mode, chunk=hessian_chunk) if hessian_chunk and hessian_chunk < xh.shape[0]
                      else curvature.HVP.from_model(m, F.cross_entropy, xh, yh, bn_mode=mode))
-                r = curvature.lanczos(lambda v, h=h: h(h(v)), h.p, 1, tol=tol, dtype=h.dtype, device=h.device,
-                                      generator=torch.Generator(device=h.device).manual_seed(0))
-                out.products += 2 * r.n_products
-                out.converged = out.converged and bool(r.converged)
-                norms[mode] = float(r.eigenvalues[0]) ** 0.5
+                norms[mode], used, ok = spectral_norm(h, tol=tol)
+                out.products += used
+                out.converged = out.converged and ok
         tr = training.evaluate(m, F.cross_entropy, data.x, data.y)
         va = training.evaluate(m, F.cross_entropy, data.xv, data.yv)
         return dict(lt=float(lt.eigenvalues[0]), le=float(le.eigenvalues[0]), va=va["accuracy"], tl=tr["loss"], ta=tr["accuracy"],
@@ -192,7 +199,7 @@ def covariance_run(
         C = gradients.second_moment_operator(m, F.cross_entropy, xs, ys, centered=True)
         lc = curvature.lanczos(lambda v: C @ v, C.d, 1, tol=tol, dtype=C.dtype, device=C.device,
                                generator=torch.Generator(device=C.device).manual_seed(0))
-        share = noise_share_of_model(m, F.cross_entropy, xs, ys, eig.eigenvectors)
+        share = noise_share_of_model(m, F.cross_entropy, xs, ys, eig.eigenvectors, tol=tol)
         tr = training.evaluate(m, F.cross_entropy, data.x, data.y)
         return dict(lh=eig.eigenvalues.tolist(), lc=float(lc.eigenvalues[0]), share=share, tl=tr["loss"], ta=tr["accuracy"])
 
