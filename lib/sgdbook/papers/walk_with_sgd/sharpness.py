@@ -33,7 +33,7 @@ from .walk import WalkData, run_seeded
 
 __all__ = [
     "PAPER_FIXED_RATE_STEPS", "ChunkedHessian", "CovarianceRun", "SharpnessJudgement", "SharpnessRun", "covariance_run", "judge_sharpness",
-    "run_many", "sharpness_reasons", "sharpness_run", "sharpness_statuses", "spectral_norm", "stack", "top_eigen",
+    "run_many", "sharpness_reasons", "sharpness_run", "sharpness_statuses", "hessian_operator", "spectral_norm", "stack", "top_eigen",
 ]
 
 #: Figures 3 and 7 train at a fixed rate for 100 CIFAR-10 epochs of 450 steps (batch 100; the epoch
@@ -70,6 +70,15 @@ class ChunkedHessian:
         return out
 
 
+def hessian_operator(model: nn.Module, x, y, *, bn_mode: str | None, chunk: int | None = None):
+    """The Hessian of the mean cross-entropy on ``(x, y)`` as an operator: one batch
+    (:meth:`sgdbook.curvature.HVP.from_model`), or :class:`ChunkedHessian` where ``chunk`` is
+    smaller than the batch."""
+    if chunk is not None and chunk < x.shape[0]:
+        return ChunkedHessian(model, x, y, bn_mode=bn_mode, chunk=chunk)
+    return curvature.HVP.from_model(model, F.cross_entropy, x, y, bn_mode=bn_mode)
+
+
 def spectral_norm(h, *, tol: float, seed: int = 0) -> tuple[float, int, bool]:
     """``(‖H‖₂, products, converged)`` of the symmetric operator ``h`` (attributes ``p``, ``dtype``,
     ``device``): the square root of the top eigenvalue of ``H²`` by Lanczos on ``v ↦ H(Hv)``, i.e.
@@ -85,10 +94,7 @@ def top_eigen(model: nn.Module, x, y, k: int, *, bn_mode: str | None, tol: float
     in ``bn_mode="train"`` its own batch statistics; with ``chunk`` smaller than the batch, the
     mean over chunks of that many examples, :class:`ChunkedHessian`), by
     :func:`sgdbook.curvature.lanczos`."""
-    if chunk is not None and chunk < x.shape[0]:
-        h = ChunkedHessian(model, x, y, bn_mode=bn_mode, chunk=chunk)
-    else:
-        h = curvature.HVP.from_model(model, F.cross_entropy, x, y, bn_mode=bn_mode)
+    h = hessian_operator(model, x, y, bn_mode=bn_mode, chunk=chunk)
     return curvature.lanczos(h, h.p, k, tol=tol, generator=torch.Generator(device=h.device).manual_seed(seed))
 
 
@@ -134,8 +140,7 @@ def sharpness_run(
         norms = {}
         if spectral:
             for mode in ("train", "eval"):
-                h = (ChunkedHessian(m, xh, yh, bn_mode=mode, chunk=hessian_chunk) if hessian_chunk and hessian_chunk < xh.shape[0]
-                     else curvature.HVP.from_model(m, F.cross_entropy, xh, yh, bn_mode=mode))
+                h = hessian_operator(m, xh, yh, bn_mode=mode, chunk=hessian_chunk)
                 norms[mode], used, ok = spectral_norm(h, tol=tol)
                 out.products += used
                 out.converged = out.converged and ok
