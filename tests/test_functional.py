@@ -83,3 +83,43 @@ def test_eval_mode_batch_norm_needs_no_copy():
     assert torch.equal(G_train_mode, G_eval_mode)
     assert not any(m.training for m in model.modules())
     assert all(torch.equal(b, stats[k]) for k, b in model.named_buffers())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_index_max_pool_is_max_pool_bit_for_bit(dtype):
+    g = torch.Generator().manual_seed(3)
+    pool = fn.NoIndexMaxPool2d(2, 2)
+    for shape in [(5, 3, 8, 8), (4, 2, 7, 9), (6, 1, 2, 2), (2, 3, 14, 14)]:
+        x = torch.relu(torch.randn(shape, generator=g, dtype=dtype))  # ties at 0, as after a ReLU
+        x[0, 0, 0, 1] = float("nan")
+        with torch.no_grad():
+            got, want = pool(x), F.max_pool2d(x, 2)
+            assert torch.equal(torch.isnan(got), torch.isnan(want))
+            assert torch.equal(got.nan_to_num(-1.0), want.nan_to_num(-1.0))
+            # under vmap too (window_losses' vmap path), over a stack of inputs
+            stacked = torch.stack([x, 2 * x])
+            v = torch.vmap(pool)(stacked)
+            assert torch.equal(v.nan_to_num(-1.0), torch.stack([want, F.max_pool2d(2 * x, 2)]).nan_to_num(-1.0))
+    # with gradients on: torch's own pooling and backward
+    x = torch.randn(3, 2, 6, 6, generator=g, dtype=dtype, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    pool(x).square().sum().backward()
+    F.max_pool2d(y, 2).square().sum().backward()
+    assert torch.equal(x.grad, y.grad)
+
+
+def test_evaluation_copy_swaps_pools_only_and_leaves_the_model_alone(untouched):
+    cnn = models.small_cnn((4, 8), (8,), bn=True, generator=torch.Generator().manual_seed(0))
+    net = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), cnn)  # not 2×2 stride 2: kept
+    x = torch.randn(10, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    net.eval()
+    with untouched(net, what="evaluation_copy"):
+        copy = fn.evaluation_copy(net)
+        kinds = [type(m) for m in copy.modules()]
+        assert kinds.count(fn.NoIndexMaxPool2d) == 2 and kinds.count(nn.MaxPool2d) == 1
+        assert [type(m) for m in net.modules()].count(fn.NoIndexMaxPool2d) == 0
+        assert all(p is q for p, q in zip(copy.parameters(), net.parameters()))  # shared, not copied
+        with torch.no_grad():
+            assert torch.equal(copy(x), net(x))
+    mlp = tiny_mlp()
+    assert fn.evaluation_copy(mlp) is mlp

@@ -133,6 +133,42 @@ def sharing_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, {id(t): t for t in [*model.parameters(), *model.buffers()]})
 
 
+class NoIndexMaxPool2d(nn.MaxPool2d):
+    """A 2×2, stride-2 max-pool that, when no gradient is being recorded, takes the maximum of the
+    four strided views of its input instead of calling ``F.max_pool2d``: the same values bit for
+    bit (a maximum is exact; NaN propagates in both), without the argmax indices that torch's CPU
+    kernel computes even under ``no_grad`` (measured 6–13× faster on the walk chapters' CNN
+    feature maps, one thread). With gradients on it is ``nn.MaxPool2d``: its backward stays torch's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.requires_grad:
+            return super().forward(x)
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = x[..., :h, :w]
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 1::2, 0::2]),
+                             torch.maximum(x[..., 0::2, 1::2], x[..., 1::2, 1::2]))
+
+
+def _pool_2x2(m: nn.Module) -> bool:
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    return (type(m) is nn.MaxPool2d and pair(m.kernel_size) == (2, 2) and pair(m.stride or m.kernel_size) == (2, 2)
+            and pair(m.padding) == (0, 0) and pair(m.dilation) == (1, 1) and not m.ceil_mode and not m.return_indices)
+
+
+def evaluation_copy(model: nn.Module) -> nn.Module:
+    """``model`` for forward passes without gradients: where it has 2×2 stride-2 max-pools, a
+    :func:`sharing_copy` with each replaced by :class:`NoIndexMaxPool2d` (the same outputs, bit
+    for bit, faster); otherwise ``model`` itself."""
+    if not any(_pool_2x2(m) for m in model.modules()):
+        return model
+    out = sharing_copy(model)
+    for name, m in list(out.named_modules()):
+        for child_name, child in list(m.named_children()):
+            if _pool_2x2(child):
+                setattr(m, child_name, NoIndexMaxPool2d(2, 2))
+    return out
+
+
 def call_safe(model: nn.Module) -> nn.Module:
     """``model``, or where it reaches a module twice a :func:`sharing_copy`, for ``functional_call``."""
     return sharing_copy(model) if reaches_a_module_twice(model) else model

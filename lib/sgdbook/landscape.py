@@ -29,7 +29,7 @@ from torch.func import functional_call, vmap
 
 import copy
 
-from .functional import check_bn_mode, flat_loss, functional_view, has_batch_norm
+from .functional import check_bn_mode, evaluation_copy, flat_loss, functional_view, has_batch_norm
 
 
 @dataclass(frozen=True)
@@ -231,6 +231,7 @@ def _eval_setup(model: nn.Module, bn_mode: str | None, dtype: torch.dtype | None
         )
     if dtype is not None and next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model).to(dtype)
+    model = evaluation_copy(model)  # evaluation runs without gradients: max-pools without indices
     view = functional_view(model, bn_mode if has_bn else "eval")
     if not has_bn and view.module is model:  # a copy in eval mode: dropout off, the model's flag untouched
         from .functional import sharing_copy

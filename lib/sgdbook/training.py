@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .book.progress import progress
+from .functional import evaluation_copy
 from .schedules import Schedule, as_schedule
 
 
@@ -42,9 +43,10 @@ def eval_mode(model: nn.Module):
 def evaluate(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor, batch: int = 2048) -> dict[str, float]:
     """Mean loss and accuracy over ``(x, y)`` in eval mode (the model's mode is restored)."""
     with eval_mode(model):
+        net = evaluation_copy(model)  # the same outputs, max-pools without indices
         total, correct = x.new_zeros((), dtype=torch.float64), x.new_zeros((), dtype=torch.float64)
         for start in range(0, x.shape[0], batch):
-            out = model(x[start : start + batch])
+            out = net(x[start : start + batch])
             yb = y[start : start + batch]
             total += loss_fn(out, yb).double() * yb.shape[0]
             if out.ndim == 2 and yb.ndim == 1:

@@ -1065,9 +1065,9 @@ def evaluate_theta(model: nn.Module, theta: torch.Tensor, buffers: dict[str, tor
     the running ``buffers`` (``"eval"``: validation)."""
     from torch.func import functional_call
 
-    from ...functional import functional_view
+    from ...functional import evaluation_copy, functional_view
 
-    view = functional_view(model, bn_mode)
+    view = functional_view(evaluation_copy(model), bn_mode)
     state = view.unflatten(theta.to(x.dtype))
     if bn_mode == "eval":
         state = {**state, **buffers}
