@@ -34,7 +34,10 @@ folder_of = $(notdir $(patsubst %/,%,$(dir $(1))))
 pkg_of = $(if $(wildcard papers/$(1)/claims.yaml),lib/sgdbook/papers/$(subst -,_,$(1)),lib/sgdbook/$(subst -,_,$(1)))
 chapter_deps = $(filter $(call pkg_of,$(call folder_of,$(1)))/%,$(LIB_ALL)) $(wildcard papers/$(call folder_of,$(1))/claims.yaml)
 EXEC := _build/executed/$(SCALE)
-EXECUTED := $(NOTEBOOKS:%=$(EXEC)/%)
+# Longest first (the last measured times; lib/sgdbook/book/order.py): under make -j the chapters
+# start in this order, so that no long one starts last and runs alone at the end.
+ORDERED := $(or $(shell $(PYTHON) lib/sgdbook/book/order.py --scale $(SCALE) $(NOTEBOOKS) 2>/dev/null),$(NOTEBOOKS))
+EXECUTED := $(ORDERED:%=$(EXEC)/%)
 STAGE := _build/stage/$(SCALE)
 
 .PHONY: book test html execute unit fast nbval ledger browser chapter jupyter check-args env clean print-deps

@@ -74,3 +74,36 @@ def test_papermill_warning_about_the_pipelines_own_parameter_is_dropped():
 
     assert not pipeline._quiet_own_parameter(record("Passed unknown parameter: sgdbook_notebook"))
     assert pipeline._quiet_own_parameter(record("Passed unknown parameter: scael"))  # a user's typo still shows
+
+
+def test_build_order_is_longest_first_and_covers_every_chapter(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from sgdbook.book import order
+
+    sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "book").rglob("*.ipynb") if ".ipynb_checkpoints" not in str(p))
+    committed = json.loads(order.DEFAULTS.read_text())
+    missing = [s for s in sources if order.key(s) not in committed]
+    assert not missing, f"no committed book-scale time in {order.DEFAULTS.name} for {missing}: add the measured seconds"
+    # the Makefile starts the chapters in that order (the performance appendix first, alone)
+    env = {**os.environ, "SGDBOOK_BUILD": str(tmp_path / "none")}  # no measurements: the committed times
+    res = subprocess.run(["make", "-n", "-j2", "SCALE=book", "DEVICE=cpu", "execute"], cwd=ROOT, capture_output=True,
+                         text=True, env=env)
+    started = [ln.split(" execute ")[1].split()[0] for ln in res.stdout.splitlines() if "pipeline execute" in ln]
+    monkeypatch.setenv("SGDBOOK_BUILD", str(tmp_path / "none"))
+    timed = "book/appendix/performance.ipynb"
+    expected = [timed] + [s for s in order.longest_first(sources, "book") if s != timed]
+    assert started == [s for s in expected if s in started]
+    # measured times of this scale over book's over the committed ones; unmeasured first
+    monkeypatch.setenv("SGDBOOK_BUILD", str(tmp_path))
+    a, b, c, new = "book/p/a.ipynb", "book/p/b.ipynb", "book/p/c.ipynb", "book/p/new.ipynb"
+    monkeypatch.setattr(order, "DEFAULTS", tmp_path / "defaults.json")
+    order.DEFAULTS.write_text(json.dumps({"p__a": 10, "p__b": 20, "p__c": 30}))
+    assert order.longest_first([a, b, c, new], "smoke") == [new, c, b, a]
+    for scale, k, s in (("book", "p__a", 50), ("smoke", "p__c", 1), ("smoke", "p__b", 5)):
+        (tmp_path / "status" / scale).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "status" / scale / f"{k}.json").write_text(json.dumps({"state": "finished", "seconds": s}))
+    (tmp_path / "status" / "smoke" / "p__new.json").write_text(json.dumps({"state": "running", "seconds": None}))
+    assert order.longest_first([a, b, c, new], "smoke") == [new, a, b, c]
+    assert order.longest_first([a, b, c], "book") == [a, c, b]
