@@ -261,3 +261,24 @@ def test_replicates_to_decide_against_a_simulation_of_the_t_test():
         stats.replicates_to_decide([1.0])
     with pytest.raises(ValueError, match="power"):
         stats.replicates_to_decide(x, power=1.0)
+
+
+def test_hotelling_is_the_t_test_in_one_dimension_and_sees_correlation():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.3, 1.0, size=(40, 1))
+    h = stats.hotelling_test(x, [0.0])
+    from scipy import stats as sst
+
+    t = sst.ttest_1samp(x[:, 0], 0.0)
+    assert h.t2 == pytest.approx(t.statistic**2, rel=1e-12) and h.p_value == pytest.approx(t.pvalue, rel=1e-9)
+    # two strongly correlated columns off in opposite directions: Σ z² sees little, T² sees it
+    n, r = 400, 0.98
+    z = rng.standard_normal((n, 2))
+    rows = np.c_[z[:, 0], r * z[:, 0] + np.sqrt(1 - r**2) * z[:, 1]] + np.array([0.08, -0.08])
+    se = rows.std(0, ddof=1) / np.sqrt(n)
+    assert stats.joint_z_test(rows.mean(0) / se).p_value > 0.01 > stats.hotelling_test(rows, [0.0, 0.0]).p_value
+    # calibrated under the hypothesis
+    p = [stats.hotelling_test(rng.standard_normal((60, 3)), np.zeros(3)).p_value for _ in range(2000)]
+    assert 0.04 < np.mean(np.array(p) < 0.05) < 0.06
+    with pytest.raises(ValueError, match="more rows than columns"):
+        stats.hotelling_test(np.zeros((2, 3)), np.zeros(3))

@@ -48,6 +48,35 @@ def joint_z_test(z, level: float = 0.01) -> JointTest:
     )
 
 
+@dataclass(frozen=True)
+class HotellingTest:
+    """One-sample Hotelling T² test that the mean of ``n`` i.i.d. rows (``p`` columns) is ``mu``."""
+
+    t2: float
+    f: float
+    df: tuple[int, int]
+    p_value: float
+    n: int
+
+
+def hotelling_test(rows, mu) -> HotellingTest:
+    """Hotelling's T² = n (x̄ − μ)ᵀ S⁻¹ (x̄ − μ) of the rows of ``rows`` (``[n, p]``, i.i.d.; S the
+    sample covariance, divisor n − 1) against ``mu``: (n − p) T² / (p (n − 1)) ~ F(p, n − p) for
+    Gaussian rows, χ²(p) asymptotically for any rows with finite variance. Unlike Σ z² over the
+    columns' z-scores, it accounts for the columns' correlation (for p = 1 it is the t test)."""
+    x = np.asarray(rows, dtype=float)
+    if x.ndim != 2:
+        raise ValueError(f"rows must be [n, p], got shape {x.shape}")
+    n, p = x.shape
+    if n <= p:
+        raise ValueError(f"Hotelling's T² needs more rows than columns (n = {n}, p = {p})")
+    d = x.mean(0) - np.broadcast_to(np.asarray(mu, dtype=float), (p,))
+    S = np.cov(x, rowvar=False, ddof=1).reshape(p, p)
+    t2 = float(n * d @ np.linalg.solve(S, d))
+    f = (n - p) * t2 / (p * (n - 1))
+    return HotellingTest(t2=t2, f=f, df=(p, n - p), p_value=float(stats.f.sf(f, p, n - p)), n=n)
+
+
 def variance_ratio_test(sample_sd, n: int, sigma, ddof: int) -> tuple[float, int, float]:
     """Do sample sds (each from ``n`` draws, computed with ``ddof``) fit a known σ?
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -191,6 +192,14 @@ def test_eq2_check_model_equals_the_matrix_version():
         assert getattr(a, k) == pytest.approx(getattr(b, k), rel=1e-9)
     # minibatch_moments' standard error centres on the first chunk's mean (slightly conservative)
     assert a.trace_mc_se == pytest.approx(b.trace_mc_se, rel=0.1)
+    # the per-minibatch squared deviations from ḡ, brute force, and the joint test on them
+    gbar = G.mean(0)
+    want = torch.cat([((Z - gbar) @ U) ** 2, ((Z - gbar) ** 2).sum(1, keepdim=True)], 1).numpy()
+    assert a.sq_dev == pytest.approx(want, rel=1e-9, abs=1e-14) and b.sq_dev == pytest.approx(want, rel=1e-12, abs=1e-15)
+    h = a.hotelling(a.pred_centered, a.trace_centered)
+    from sgdbook.stats import hotelling_test
+
+    assert h.p_value == pytest.approx(hotelling_test(want, np.append(b.pred_centered, b.trace_centered)).p_value, rel=1e-6)
 
 
 def test_shape_check_against_scipy_and_known_laws():

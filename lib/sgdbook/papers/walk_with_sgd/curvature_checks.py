@@ -264,7 +264,11 @@ class Eq2Check:
     ``pred_uncentered[j]`` the same with the uncentered ``M`` (and the same factor), and ``z_*`` the z-scores of the Monte
     Carlo against each. ``mean_z[j]`` compares the Monte Carlo mean of ``u_jᵀĝ`` with ``u_jᵀḡ``.
     ``normal_p[j]`` is D'Agostino–Pearson's test of normality of the projections (Eq. 2's
-    Gaussian shape). ``trace_*``: the same for ``tr Cov(ĝ)``.
+    Gaussian shape). ``trace_*``: the same for ``tr Cov(ĝ)``. ``sq_dev`` (``[n_s, k + 1]``): each
+    minibatch's squared deviations from the exact mean ``ḡ``, ``(u_jᵀ(ĝ − ḡ))²`` and ``‖ĝ − ḡ‖²``,
+    whose expectations are the predicted variances and trace: the rows of a joint test
+    (:meth:`hotelling`) that accounts for the statistics' correlation (one set of minibatches, the
+    trace containing every direction).
     """
 
     mc_var: np.ndarray
@@ -282,12 +286,21 @@ class Eq2Check:
     n_s: int
     batch_size: int
     n: int
+    sq_dev: np.ndarray
+
+    def hotelling(self, variances, trace):
+        """Hotelling's T² test (:func:`sgdbook.stats.hotelling_test`) that the mean of
+        :attr:`sq_dev` is ``(variances, trace)``, e.g. ``(pred_centered, trace_centered)``."""
+        from ...stats import hotelling_test
+
+        return hotelling_test(self.sq_dev, np.append(np.asarray(variances, dtype=float), float(trace)))
 
 
-def _eq2(GU, gu, mean_sq_norm, gbar_sq, n, ZU, trace_mc, trace_se, B) -> Eq2Check:
+def _eq2(GU, gu, mean_sq_norm, gbar_sq, n, ZU, trace_mc, trace_se, B, trace_rows) -> Eq2Check:
     """Eq. 2 against Monte Carlo from sufficient statistics: the per-example projections ``GU``
     (``[N, k]``), the mean gradient's projections ``gu``, ``(1/N)Σ‖g_i‖²``, ``‖ḡ‖²``, the minibatch
-    projections ``ZU`` (``[n_s, k]``) and the Monte Carlo trace with its standard error."""
+    projections ``ZU`` (``[n_s, k]``), the Monte Carlo trace with its standard error and each
+    minibatch's ``‖ĝ − ḡ‖²`` (``trace_rows``, ``[n_s]``)."""
     n_s = ZU.shape[0]
     if not 1 <= B < n:
         raise ValueError(f"batch size must be in [1, N = {n}), got {B}")
@@ -306,6 +319,7 @@ def _eq2(GU, gu, mean_sq_norm, gbar_sq, n, ZU, trace_mc, trace_se, B) -> Eq2Chec
         z_centered=np_((mc_var - pred_c) / mc_se), z_uncentered=np_((mc_var - pred_u) / mc_se),
         mean_z=np_(mean_z), normal_p=normal_p, trace_mc=float(trace_mc), trace_mc_se=float(trace_se),
         trace_centered=(mean_sq_norm - gbar_sq) * factor, trace_uncentered=mean_sq_norm * factor, n_s=n_s, batch_size=B, n=n,
+        sq_dev=np_(torch.cat([(ZU - gu) ** 2, trace_rows.reshape(-1, 1).to(ZU.dtype)], 1)),
     )
 
 
@@ -319,7 +333,7 @@ def eq2_check(G: torch.Tensor, minibatch_grads: torch.Tensor, directions: torch.
     g = G.mean(0)
     q = ((Z - Z.mean(0)) ** 2).sum(1)
     return _eq2(G @ U, g @ U, float((G**2).sum() / n), float(g.dot(g)), n, Z @ U,
-                float(q.sum() / (n_s - 1)), float(q.std() / math.sqrt(n_s)), int(batch_size))
+                float(q.sum() / (n_s - 1)), float(q.std() / math.sqrt(n_s)), int(batch_size), ((Z - g) ** 2).sum(1))
 
 
 def eq2_check_model(
@@ -355,8 +369,12 @@ def eq2_check_model(
     GU = torch.cat(GU)
     g = s1 / n
     ZU = minibatch_gradients(model, loss_fn, x, y, indices, directions=U, bn_mode="eval").double()
-    mom = minibatch_moments(model, loss_fn, x, y, indices=indices, bn_mode="eval", ddof=1)
-    check = _eq2(GU, g @ U.double(), sq / n, float(g.dot(g)), n, ZU, mom.trace_cov, mom.trace_cov_se, indices.shape[1])
+    mom = minibatch_moments(model, loss_fn, x, y, indices=indices, bn_mode="eval", ddof=1, u=g)
+    # ‖ĝ − ḡ‖² = ‖ĝ‖² − 2‖ĝ‖‖ḡ‖cos(ḡ, ĝ) + ‖ḡ‖² (float64, from the per-minibatch norms and cosines)
+    gn = float(torch.linalg.vector_norm(g))
+    trace_rows = mom.norms**2 - 2 * gn * mom.norms * mom.cosines + gn**2
+    check = _eq2(GU, g @ U.double(), sq / n, float(g.dot(g)), n, ZU, mom.trace_cov, mom.trace_cov_se, indices.shape[1],
+                 trace_rows)
     return check, ZU
 
 
