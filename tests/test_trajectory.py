@@ -223,3 +223,21 @@ def test_max_gradient_variance_over_every_minibatch_is_the_per_example_variance(
                                 generator=torch.Generator().manual_seed(5))
     true = float((per.var(dim=0, unbiased=True)).max())
     assert est == pytest.approx(true, rel=0.25)
+
+
+def test_max_gradient_variance_split_sample_estimate():
+    x, y = _data(n=7, shape=(3,))
+    y = y % 3
+    model = mlp([3, 4, 3], bias=True, generator=torch.Generator().manual_seed(4)).double()
+    kw = dict(batch_size=3, n_batches=40)
+    full, split = max_gradient_variance(model, F.cross_entropy, x, y, generator=torch.Generator().manual_seed(5), split=True, **kw)
+    # the maximum is the one split=False gives (the same draws); the split estimate, by brute force over the two halves
+    assert full == max_gradient_variance(model, F.cross_entropy, x, y, generator=torch.Generator().manual_seed(5), **kw)
+    g = torch.Generator().manual_seed(5)
+    idx = torch.stack([torch.randperm(7, generator=g)[:3] for _ in range(40)])
+    va = minibatch_gradient_variance(model, F.cross_entropy, x, y, idx[:20])
+    vb = minibatch_gradient_variance(model, F.cross_entropy, x, y, idx[20:])
+    scale = 3 * 6 / 4
+    assert split == pytest.approx(0.5 * float(vb[va.argmax()] + va[vb.argmax()]) * scale, rel=1e-12)
+    with pytest.raises(ValueError, match="at least 4"):
+        max_gradient_variance(model, F.cross_entropy, x, y, batch_size=3, n_batches=3, generator=g, split=True)

@@ -312,14 +312,28 @@ def minibatch_gradient_variance(
 def max_gradient_variance(
     model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *,
     batch_size: int, n_batches: int, generator: torch.Generator, theta: torch.Tensor | None = None,
-) -> float:
+    split: bool = False,
+) -> float | tuple[float, float]:
     """The walk-with-sgd paper's "maximum gradient variance": ``max_j Var_i[∂_j f_i]``, estimated as
     ``B (N − 1)/(N − B) · Var_k[ĝ_{k,j}]`` from ``n_batches`` minibatch gradients of size ``B``
     drawn without replacement (unbiased for the per-example variance of a network without batch
-    norm; with batch norm, the per-batch statistics are those SGD sees)."""
+    norm; with batch norm, the per-batch statistics are those SGD sees).
+
+    The maximum over ``d`` noisy estimates is biased upward (the authors' code takes it so).
+    ``split=True`` also returns a split-sample estimate: the coordinate is chosen on one half of
+    the minibatches and its variance measured on the other, both ways, averaged (unbiased for the
+    chosen coordinates' variance, so at most the true maximum in expectation)."""
     n = x.shape[0]
     if not 1 <= batch_size < n:
         raise ValueError(f"batch_size must be in [1, {n - 1}], got {batch_size}")
+    if split and n_batches < 4:
+        raise ValueError(f"split=True needs at least 4 minibatches (two per half), got {n_batches}")
     idx = torch.stack([torch.randperm(n, generator=generator, device=generator.device)[:batch_size] for _ in range(n_batches)])
     var = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta)
-    return float(var.max()) * batch_size * (n - 1) / (n - batch_size)
+    scale = batch_size * (n - 1) / (n - batch_size)
+    if not split:
+        return float(var.max()) * scale
+    h = n_batches // 2
+    va = minibatch_gradient_variance(model, loss_fn, x, y, idx[:h], theta=theta)
+    vb = minibatch_gradient_variance(model, loss_fn, x, y, idx[h:], theta=theta)
+    return float(var.max()) * scale, 0.5 * float(vb[va.argmax()] + va[vb.argmax()]) * scale

@@ -505,3 +505,18 @@ def test_table2_judgement_counts_epochs_in_the_regime_over_every_seed():
     h[("cnn", 0.05, 0, 10)] = 0.05 * paper[10]  # one rate of one seed below a tenth: the seed is out
     assert not W.table2_in_regime(h, "cnn", (0.1, 0.05), 0, 10)
     assert W.table2_judgement(h, rates, E, S, nets=("cnn",))[2]["cnn"]["judged_epochs"] == 3
+
+
+def test_threshold_status_on_log_ratios():
+    # one large ratio among three: the raw mean test is swayed by it, the test on the logs is scipy's on the logs
+    v = np.array([1.8, 2.6, 9.0])
+    for thr in (1.5, 2.0, 3.0):
+        p = ss.ttest_1samp(np.log(v), np.log(thr), alternative="greater").pvalue
+        q = ss.ttest_1samp(np.log(v), np.log(thr), alternative="less").pvalue
+        want = W.HOLDS if p < 0.05 else W.FAILS if q < 0.05 else W.UNDECIDED
+        assert W.threshold_status(v, thr, at_least=True, log=True) == want
+    r = np.array([2.1, 2.2, 2.3])
+    assert W.threshold_status(r, 2.0, at_least=True, log=True) == W.HOLDS
+    assert W.threshold_status(r, 2.0, at_least=False, log=True) == W.FAILS
+    with pytest.raises(ValueError, match="positive"):
+        W.threshold_status([0.0, 1.0], 2.0, at_least=True, log=True)

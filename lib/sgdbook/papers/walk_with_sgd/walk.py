@@ -1162,16 +1162,16 @@ def run_checkpointeds(jobs, *, workers: int | None = None, desc: str = "") -> li
                       label=lambda j: f"{j.get('run', 'run')} lr={j.get('lr')} batch={j.get('batch_size')}")
 
 
-def _max_variance(net, data: WalkData, *, generator, batch_size: int, n_batches: int) -> float:
+def _max_variance(net, data: WalkData, *, generator, batch_size: int, n_batches: int, split: bool = False):
     return max_gradient_variance(net, F.cross_entropy, data.x, data.y, batch_size=batch_size, n_batches=n_batches,
-                                 generator=generator)
+                                 generator=generator, split=split)
 
 
-def max_variances_at_init(jobs, *, workers: int | None = None, desc: str = "") -> list[float]:
+def max_variances_at_init(jobs, *, workers: int | None = None, desc: str = "") -> list:
     """:func:`sgdbook.trajectory.max_gradient_variance` at the initialisation of each job (a dict of
-    ``data``, ``model`` (a builder), ``init``, ``generator_seed``, ``batch_size``, ``n_batches``),
-    in one-thread worker processes like :func:`run_checkpointeds` (the noise level of the runs
-    that follow: the same bits whatever the number of workers)."""
+    ``data``, ``model`` (a builder), ``init``, ``generator_seed``, ``batch_size``, ``n_batches``,
+    optionally ``split``), in one-thread worker processes like :func:`run_checkpointeds` (the noise
+    level of the runs that follow: the same bits whatever the number of workers)."""
     return run_seeded(_max_variance, jobs, caller="max_variances_at_init", workers=workers, desc=desc)
 
 
@@ -1203,7 +1203,7 @@ def on_mean_line(verdict: str) -> str:
 
 
 def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL,
-                     on_mean: bool = False) -> str:
+                     on_mean: bool = False, log: bool = False) -> str:
     """Is the mean of the replicates ``values`` (seeds; NaN dropped) on the claim's side of
     ``threshold`` (``≥`` if ``at_least``, else ``≤``; ``>`` / ``<`` if ``strict``)?
 
@@ -1213,10 +1213,17 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
     than two finite values). Replicates that are all equal decide exactly (zero spread; one exactly
     at a ``strict`` threshold is undecided). ``on_mean``: the rule before the review of the holding
     rule, reported beside the verdicts: ``holds`` whenever the mean is on the claim's side (one
-    replicate is enough), ``fails`` and ``undecided`` as above."""
+    replicate is enough), ``fails`` and ``undecided`` as above. ``log``: for positive ratios (skewed:
+    a ratio of losses cannot fall below 0 but can be many times 1), the test on ``log values``
+    against ``log threshold``, i.e. on their geometric mean."""
     from ...stats import one_sample_t
 
     v = _finite(values)
+    if log:
+        if np.any(v <= 0) or threshold <= 0:
+            raise ValueError(f"threshold_status(log=True) needs positive values and a positive threshold (got threshold "
+                             f"{threshold:g} and values {v.tolist()})")
+        v, threshold = np.log(v), math.log(threshold)
     if v.size == 0:
         return UNDECIDED
     m = float(v.mean())
