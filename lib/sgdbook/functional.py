@@ -135,10 +135,14 @@ def sharing_copy(model: nn.Module) -> nn.Module:
 
 class NoIndexMaxPool2d(nn.MaxPool2d):
     """A 2×2, stride-2 max-pool that, when no gradient is being recorded, takes the maximum of the
-    four strided views of its input instead of calling ``F.max_pool2d``: the same values bit for
-    bit (a maximum is exact; NaN propagates in both), without the argmax indices that torch's CPU
-    kernel computes even under ``no_grad`` (measured 6–13× faster on the walk chapters' CNN
-    feature maps, one thread). With gradients on it is ``nn.MaxPool2d``: its backward stays torch's."""
+    four strided views of its input instead of calling ``F.max_pool2d``: the same values (a
+    maximum is exact; NaN propagates in both; only the sign of a zero or a NaN may differ where a
+    window mixes +0 and −0, or holds −NaN), without the argmax indices that torch's CPU kernel
+    computes even under ``no_grad`` (measured 6–13× faster on the walk chapters' CNN feature maps,
+    one thread). With gradients recorded it is ``nn.MaxPool2d``, torch's backward included. For
+    forward values only: under forward-mode AD without recorded gradients (``torch.func.jvp``
+    inside ``no_grad``) its tangent at a tie is the maximum's, not the pool's (:func:`evaluation_copy`
+    is used only in no-gradient evaluation)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.requires_grad:
@@ -157,8 +161,8 @@ def _pool_2x2(m: nn.Module) -> bool:
 
 def evaluation_copy(model: nn.Module) -> nn.Module:
     """``model`` for forward passes without gradients: where it has 2×2 stride-2 max-pools, a
-    :func:`sharing_copy` with each replaced by :class:`NoIndexMaxPool2d` (the same outputs, bit
-    for bit, faster); otherwise ``model`` itself."""
+    :func:`sharing_copy` with each replaced by :class:`NoIndexMaxPool2d` (the same outputs up to
+    the sign of a zero, faster); otherwise ``model`` itself."""
     if not any(_pool_2x2(m) for m in model.modules()):
         return model
     out = sharing_copy(model)

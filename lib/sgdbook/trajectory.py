@@ -285,18 +285,24 @@ def record_trajectory(
 
 def minibatch_gradient_variance(
     model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor,
-    *, theta: torch.Tensor | None = None,
-) -> torch.Tensor:
+    *, theta: torch.Tensor | None = None, split_at: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-coordinate unbiased variance (divisor K − 1) of the K minibatch gradients
     ``∇ loss_fn(model(x[I_k]), y[I_k])`` for the rows ``I_k`` of ``indices`` (``[K, B]``), at
     ``theta`` (default: the model's parameters). Batch norm uses each minibatch's statistics
-    (what SGD sees), without touching any running buffer."""
+    (what SGD sees), without touching any running buffer. ``split_at=h``: also the variances of
+    the rows before ``h`` and of the rest, from the same gradients (one pass; the whole set's
+    variance accumulated exactly as without it)."""
     if indices.ndim != 2 or indices.shape[0] < 2:
         raise ValueError(f"indices must be [K, B] with K >= 2, got {tuple(indices.shape)}")
+    K = indices.shape[0]
+    if split_at is not None and not 2 <= split_at <= K - 2:
+        raise ValueError(f"split_at must leave at least two rows on each side, got {split_at} of {K}")
     view = functional_view(model, "train")  # batch statistics, no running buffers touched
     th = (flat_parameters(model) if theta is None else theta.detach()).clone()
     mean = torch.zeros(view.d, dtype=torch.float64, device=th.device)
     m2 = torch.zeros_like(mean)
+    halves = [[torch.zeros_like(mean), torch.zeros_like(mean), 0] for _ in range(2)] if split_at is not None else None
     for k, row in enumerate(indices):
         row = row.to(x.device)
         t = th.clone().requires_grad_(True)
@@ -306,7 +312,16 @@ def minibatch_gradient_variance(
         delta = g - mean
         mean += delta / (k + 1)
         m2 += delta * (g - mean)
-    return m2 / (indices.shape[0] - 1)
+        if halves is not None:  # Welford in the half the row belongs to
+            h = halves[0 if k < split_at else 1]
+            h[2] += 1
+            dh = g - h[0]
+            h[0] += dh / h[2]
+            h[1] += dh * (g - h[0])
+    var = m2 / (K - 1)
+    if halves is None:
+        return var
+    return var, halves[0][1] / (halves[0][2] - 1), halves[1][1] / (halves[1][2] - 1)
 
 
 def max_gradient_variance(
@@ -329,11 +344,9 @@ def max_gradient_variance(
     if split and n_batches < 4:
         raise ValueError(f"split=True needs at least 4 minibatches (two per half), got {n_batches}")
     idx = torch.stack([torch.randperm(n, generator=generator, device=generator.device)[:batch_size] for _ in range(n_batches)])
-    var = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta)
-    scale = batch_size * (n - 1) / (n - batch_size)
     if not split:
-        return float(var.max()) * scale
-    h = n_batches // 2
-    va = minibatch_gradient_variance(model, loss_fn, x, y, idx[:h], theta=theta)
-    vb = minibatch_gradient_variance(model, loss_fn, x, y, idx[h:], theta=theta)
-    return float(var.max()) * scale, 0.5 * float(vb[va.argmax()] + va[vb.argmax()]) * scale
+        var = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta)
+        return float(var.max()) * batch_size * (n - 1) / (n - batch_size)
+    var, va, vb = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta, split_at=n_batches // 2)
+    return (float(var.max()) * batch_size * (n - 1) / (n - batch_size),
+            0.5 * float(vb[va.argmax()] + va[vb.argmax()]) * batch_size * (n - 1) / (n - batch_size))

@@ -88,9 +88,10 @@ def test_build_order_is_longest_first_and_covers_every_chapter(tmp_path, monkeyp
     assert not missing, f"no committed book-scale time in {order.DEFAULTS.name} for {missing}: add the measured seconds"
     # the Makefile starts the chapters in that order (the performance appendix first, alone)
     env = {**os.environ, "SGDBOOK_BUILD": str(tmp_path / "none")}  # no measurements: the committed times
-    res = subprocess.run(["make", "-n", "-j2", "SCALE=book", "DEVICE=cpu", "execute"], cwd=ROOT, capture_output=True,
-                         text=True, env=env)
+    res = subprocess.run(["make", "-n", "-B", "-j2", "SCALE=book", "DEVICE=cpu", "execute"], cwd=ROOT, capture_output=True,
+                         text=True, env=env)  # -B: every chapter, up to date or not
     started = [ln.split(" execute ")[1].split()[0] for ln in res.stdout.splitlines() if "pipeline execute" in ln]
+    assert len(started) == len(sources), res.stdout[-2000:]
     monkeypatch.setenv("SGDBOOK_BUILD", str(tmp_path / "none"))
     timed = "book/appendix/performance.ipynb"
     expected = [timed] + [s for s in order.longest_first(sources, "book") if s != timed]
@@ -103,7 +104,9 @@ def test_build_order_is_longest_first_and_covers_every_chapter(tmp_path, monkeyp
     assert order.longest_first([a, b, c, new], "smoke") == [new, c, b, a]
     for scale, k, s in (("book", "p__a", 50), ("smoke", "p__c", 1), ("smoke", "p__b", 5)):
         (tmp_path / "status" / scale).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "status" / scale / f"{k}.json").write_text(json.dumps({"state": "finished", "seconds": s}))
+        (tmp_path / "status" / scale / f"{k}.json").write_text(json.dumps({"state": "finished", "ok": True, "seconds": s}))
     (tmp_path / "status" / "smoke" / "p__new.json").write_text(json.dumps({"state": "running", "seconds": None}))
+    (tmp_path / "status" / "book" / "p__b.json").write_text(json.dumps({"state": "finished", "ok": False, "seconds": 1}))
+    (tmp_path / "status" / "book" / "p__c.json").write_text("[1, 2]")  # not a status record: ignored
     assert order.longest_first([a, b, c, new], "smoke") == [new, a, b, c]
     assert order.longest_first([a, b, c], "book") == [a, c, b]

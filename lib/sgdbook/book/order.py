@@ -41,7 +41,8 @@ def _measured(scale: str) -> dict[str, float]:
             rec = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if rec.get("state") == "finished" and isinstance(rec.get("seconds"), (int, float)):
+        if (isinstance(rec, dict) and rec.get("state") == "finished" and rec.get("ok") is True
+                and isinstance(rec.get("seconds"), (int, float))):  # a failed run's time says nothing of a full one
             out[f.stem] = float(rec["seconds"])
     return out
 

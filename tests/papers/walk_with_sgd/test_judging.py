@@ -520,3 +520,13 @@ def test_threshold_status_on_log_ratios():
     assert W.threshold_status(r, 2.0, at_least=False, log=True) == W.FAILS
     with pytest.raises(ValueError, match="positive"):
         W.threshold_status([0.0, 1.0], 2.0, at_least=True, log=True)
+
+
+def test_geometric_mean_and_its_interval():
+    v = [1.0, 2.0, 8.0]
+    assert W.geo_mean(v) == pytest.approx(2.5198420997897464)
+    ci = ss.t.interval(0.95, 2, loc=np.log(v).mean(), scale=np.log(v).std(ddof=1) / np.sqrt(3))
+    assert W.geo_mean_ci(v, 3) == f"{W.geo_mean(v):.3f} [{np.exp(ci[0]):.3f}, {np.exp(ci[1]):.3f}]"
+    assert W.geo_mean_ci([3.0]) == "3.00" and W.geo_mean_ci([]) == "—"
+    with pytest.raises(ValueError, match="positive"):
+        W.geo_mean_ci([1.0, -1.0])

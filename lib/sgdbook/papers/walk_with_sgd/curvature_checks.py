@@ -370,7 +370,8 @@ def eq2_check_model(
     g = s1 / n
     ZU = minibatch_gradients(model, loss_fn, x, y, indices, directions=U, bn_mode="eval").double()
     mom = minibatch_moments(model, loss_fn, x, y, indices=indices, bn_mode="eval", ddof=1, u=g)
-    # ‖ĝ − ḡ‖² = ‖ĝ‖² − 2‖ĝ‖‖ḡ‖cos(ḡ, ĝ) + ‖ḡ‖² (float64, from the per-minibatch norms and cosines)
+    # ‖ĝ − ḡ‖² = ‖ĝ‖² − 2‖ĝ‖‖ḡ‖cos(ḡ, ĝ) + ‖ḡ‖² from the per-minibatch norms and cosines (their dot products in the
+    # model's precision: a relative error of about eps·‖ĝ‖‖ḡ‖/‖ĝ − ḡ‖², small unless ‖ḡ‖² is far above tr Cov)
     gn = float(torch.linalg.vector_norm(g))
     trace_rows = mom.norms**2 - 2 * gn * mom.norms * mom.cosines + gn**2
     check = _eq2(GU, g @ U.double(), sq / n, float(g.dot(g)), n, ZU, mom.trace_cov, mom.trace_cov_se, indices.shape[1],

@@ -695,6 +695,29 @@ def mean_ci(values, digits: int = 2, sci: bool = False) -> str:
     return f"{float(ci.mean):.{digits}{code}} ± {float(ci.half_width):.{max(digits - 1, 0) if sci else digits}{code}}"
 
 
+def geo_mean_ci(values, digits: int = 2) -> str:
+    """``"g [lo, hi]"``: the geometric mean of positive replicates with the 95 % Student-t interval
+    of their logs mapped back (just ``"g"`` for one): the summary that goes with a t test on log
+    ratios (:func:`threshold_status` with ``log=True``)."""
+    from ...stats import t_interval
+
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return "—"
+    if np.any(v <= 0):
+        raise ValueError(f"geo_mean_ci needs positive values, got {v.tolist()}")
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    ci = t_interval(np.log(v))
+    return f"{math.exp(ci.mean):.{digits}f} [{math.exp(ci.low):.{digits}f}, {math.exp(ci.high):.{digits}f}]"
+
+
+def geo_mean(values) -> float:
+    """The geometric mean of positive replicates (NaN dropped)."""
+    v = _finite(values)
+    return float(np.exp(np.log(v).mean())) if v.size else float("nan")
+
+
 # ----------------------------------------------------------------------------- judging constants
 
 #: The status of one part of a criterion (see :func:`threshold_status`).
