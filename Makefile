@@ -29,7 +29,8 @@ LIB_ALL := $(shell find lib -name '*.py' -not -path '*/__pycache__/*')
 # A chapter depends on the core of the library (estimators and book machinery) and on its own
 # package only (sgdbook/papers/<pkg> for a paper's folder, sgdbook/<pkg> for the appendix and
 # the synthesis), so that editing one paper's settings re-executes that paper's chapters alone.
-CORE := $(filter-out $(foreach p,$(wildcard lib/sgdbook/papers/*) $(patsubst %/settings/__init__.py,%,$(wildcard lib/sgdbook/*/settings/__init__.py)),$(p)/%),$(LIB_ALL)) pyproject.toml
+# The build order (lib/sgdbook/book/order.py) changes no notebook: it is not part of the core.
+CORE := $(filter-out lib/sgdbook/book/order.py $(foreach p,$(wildcard lib/sgdbook/papers/*) $(patsubst %/settings/__init__.py,%,$(wildcard lib/sgdbook/*/settings/__init__.py)),$(p)/%),$(LIB_ALL)) pyproject.toml
 folder_of = $(notdir $(patsubst %/,%,$(dir $(1))))
 pkg_of = $(if $(wildcard papers/$(1)/claims.yaml),lib/sgdbook/papers/$(subst -,_,$(1)),lib/sgdbook/$(subst -,_,$(1)))
 chapter_deps = $(filter $(call pkg_of,$(call folder_of,$(1)))/%,$(LIB_ALL)) $(wildcard papers/$(call folder_of,$(1))/claims.yaml)

@@ -3,8 +3,9 @@
 Under ``make -j N`` the notebooks start in the order of their prerequisites list; started
 alphabetically, the walk-with-sgd chapters (the longest) came last and one of them ran alone at
 the end. Longest-processing-time-first keeps both cores busy to the end (simulated on the status
-times of the clean build at de62005: 58.0 min against 59.6 min for the alphabetical order, the
-performance appendix first and alone in both).
+times of the clean builds at de62005 and b553201: 58.0 and 53.2 min against 59.6 and 55.3 min for
+the alphabetical order, the performance appendix first and alone in all four; b553201's build,
+started in this order, took 54.3 min from the first notebook's start to the last one's end).
 
 A notebook's expected time is its last measured time at this scale (``_build/status/<scale>``),
 else at ``book``, else ``build_seconds.json`` (book-scale times of a clean build, committed: only
