@@ -166,7 +166,7 @@ def evaluation_copy(model: nn.Module) -> nn.Module:
     if not any(_pool_2x2(m) for m in model.modules()):
         return model
     out = sharing_copy(model)
-    for name, m in list(out.named_modules()):
+    for m in list(out.modules()):
         for child_name, child in list(m.named_children()):
             if _pool_2x2(child):
                 setattr(m, child_name, NoIndexMaxPool2d(2, 2))

@@ -344,9 +344,10 @@ def max_gradient_variance(
     if split and n_batches < 4:
         raise ValueError(f"split=True needs at least 4 minibatches (two per half), got {n_batches}")
     idx = torch.stack([torch.randperm(n, generator=generator, device=generator.device)[:batch_size] for _ in range(n_batches)])
+    def per_example(v: float) -> float:  # minibatch variance → per-example variance (this order of operations, always)
+        return v * batch_size * (n - 1) / (n - batch_size)
+
     if not split:
-        var = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta)
-        return float(var.max()) * batch_size * (n - 1) / (n - batch_size)
+        return per_example(float(minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta).max()))
     var, va, vb = minibatch_gradient_variance(model, loss_fn, x, y, idx, theta=theta, split_at=n_batches // 2)
-    return (float(var.max()) * batch_size * (n - 1) / (n - batch_size),
-            0.5 * float(vb[va.argmax()] + va[vb.argmax()]) * batch_size * (n - 1) / (n - batch_size))
+    return per_example(float(var.max())), per_example(0.5 * float(vb[va.argmax()] + va[vb.argmax()]))

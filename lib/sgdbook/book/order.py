@@ -28,6 +28,8 @@ ROOT = HERE.parents[2]
 DEFAULTS = HERE / "build_seconds.json"
 
 
+# The status files' names and the build folder mirror sgdbook.book.pipeline and sgdbook.book.paths, which
+# this script cannot import (it runs before the environment exists).
 def key(source: str) -> str:
     """``book/<folder>/<stem>.ipynb`` → ``<folder>__<stem>`` (the status files' names)."""
     p = Path(source)

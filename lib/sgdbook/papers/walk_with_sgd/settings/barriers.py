@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from sgdbook.book.scales import ScaleTable
 
+#: The paper's Table 1: barriers crossed in a whole epoch (450 steps) at TABLE1_EPOCHS, per stand-in role
+#: (VGG-11, ResNet-56, the MLP; the MLP has no epoch 100).
+TABLE1_EPOCHS = (1, 10, 25, 100)
+TABLE1_PAPER = {"cnn": (0, 0, 5, 13), "resnet": (0, 0, 2, 23), "mlp": (0, 3, 5, None)}
+
 SETTINGS = ScaleTable(
     settings={
         "smoke": dict(
