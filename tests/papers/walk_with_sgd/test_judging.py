@@ -102,8 +102,9 @@ def test_ema_against_its_recursion_and_settled():
     assert not W.settled(np.full(30, 0.2), 30)
 
 
-def _gd(onset, inter, cos, rise):
-    return {"onset": onset, "interior_frac": inter, "cos_last10": cos, "rise_frac": rise, "barriers": 0, "dist_window": 1.0}
+def _gd(onset, inter, cos, rise, first=2.0, last=1.5):
+    return {"onset": onset, "interior_frac": inter, "cos_last10": cos, "rise_frac": rise, "barriers": 0, "dist_window": 1.0,
+            "segments": 30, "valley_pairs": 20, "window_loss_first": first, "loss_last": last}
 
 
 def test_judge_gd_window_gates_on_the_onset():
@@ -116,11 +117,19 @@ def test_judge_gd_window_gates_on_the_onset():
     assert W.judge_gd_window(resolved_miss, 40)[:2] == ("partially-reproduced", [W.HOLDS, W.FAILS, W.HOLDS])
     no_onset = [_gd(float("nan"), 0.0, 0.9, float("nan"))] * 2
     assert W.judge_gd_window(no_onset, 40)[0] == "inconclusive"
+    # a run that fits its data inside the window (loss 2.0 -> 0.26) is outside the regime; before the fourth review it was in
+    fitted = [_gd(15, 0.9, -0.5, 0.0, last=0.26), _gd(16, 0.9, -0.52, 0.0, last=0.3), _gd(14, 0.9, -0.48, 0.0, last=0.2)]
+    verdict, st, ev = W.judge_gd_window(fitted, 40)
+    assert verdict == "inconclusive" and ev["runs_in_regime"] == 0 and ev["runs_with_onset_in_window"] == 3
+    assert W.judge_gd_window(fitted, 40, before_fourth=True)[0] == "partially-reproduced"
+    assert W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=1.0), 40) and not W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=0.99), 40)
+    assert W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=0.99), 40, fit=None)
 
 
-def _sgd(inter, rise, cos, bars=0, whole=None):
+def _sgd(inter, rise, cos, bars=0, whole=None, valley=0.02):
     return {"interior_frac": inter, "rise_frac": rise, "cos_mean": cos if whole is None else whole, "cos_from_onset": cos,
-            "barriers": bars, "raw_barriers": bars, "mean_height": 0.01}
+            "barriers": bars, "raw_barriers": bars, "mean_height": 0.01, "valley_height": valley, "segments": 40,
+            "valley_pairs": 20, "loss_first": 2.0, "loss_last": 1.5}
 
 
 def test_judge_sgd_window_parts():
@@ -135,6 +144,13 @@ def test_judge_sgd_window_parts():
     few_valleys = [_sgd(0.2, 0.3, -0.2), _sgd(0.8, 0.35, -0.25), _sgd(0.3, 0.4, -0.15)]  # mean 0.43, spread wide
     v, st, _ = W.judge_sgd_window(few_valleys, gd)
     assert st[0] == W.UNDECIDED and v == "inconclusive"
+    # half the segments in every seed: on the threshold, nothing shown (before the fourth review it held exactly)
+    half = [_sgd(0.5, 0.3, -0.2), _sgd(0.5, 0.35, -0.25), _sgd(0.5, 0.4, -0.15, valley=float("nan"))]
+    assert W.judge_sgd_window(half, gd)[1][0] == W.UNDECIDED
+    assert W.judge_sgd_window(half, gd, before_fourth=True)[1][0] == W.HOLDS
+    ev = W.judge_sgd_window(half, gd)[2]
+    assert ev["valley_height"] == pytest.approx(0.02) and ev["mean_height"] == pytest.approx(0.01)
+    assert (ev["loss_first"], ev["loss_last"]) == (2.0, 1.5)
 
 
 def test_judge_sgd_window_compares_cosines_from_the_onsets():
@@ -427,7 +443,22 @@ def test_pooled_rate_status():
     assert W.pooled_rate_status([0], [30], 0.2, at_least=True)[0] == W.UNDECIDED
     assert W.pooled_rate_status([9], [30], 0.2, at_least=True)[0] == W.UNDECIDED
     assert W.pooled_rate_status([9], [30], 0.2, at_least=True, on_mean=True)[0] == W.HOLDS
-    assert W.pooled_rate_status([6, 6], [30, 30], 0.2, at_least=True)[0] == W.HOLDS  # zero spread: exact
+    assert W.pooled_rate_status([6, 6], [30, 30], 0.2, at_least=True, exact_ties=True)[0] == W.HOLDS  # before the review
+    assert W.pooled_rate_status([6, 6], [30, 30], 0.2, at_least=True)[0] == W.UNDECIDED  # on the threshold: nothing shown
+    # equal rates away from the threshold: the test with one event moved toward it in the smallest cluster, written out
+    kk, nn = np.array([8.0, 8.0, 4.0]), np.array([20.0, 20.0, 10.0])
+    moved = np.array([8.0, 8.0, 3.0])
+    rm = moved.sum() / nn.sum()
+    se_m = np.sqrt(3 / 2 * ((moved - rm * nn) ** 2).sum()) / nn.sum()
+    st_m, r_m, p_m = W.pooled_rate_status(kk, nn, 0.2, at_least=True)
+    assert r_m == 0.4 and abs(p_m - ss.t.cdf((rm - 0.2) / se_m, 2)) < 1e-12
+    assert st_m == (W.HOLDS if ss.t.sf((rm - 0.2) / se_m, 2) < 0.05 else W.UNDECIDED)
+    # no event anywhere is not "exactly" below a rate: one event moved in, t with 1 df (se 1/60 written out)
+    assert W.pooled_rate_status([0, 0], [30, 30], 0.02, at_least=False, exact_ties=True)[0] == W.HOLDS
+    for thr in (0.2, 0.02):
+        p_claim = ss.t.sf((thr - 1 / 60) / (1 / 60), 1)
+        assert W.pooled_rate_status([0, 0], [30, 30], thr, at_least=False)[0] == (W.HOLDS if p_claim < 0.05 else W.UNDECIDED)
+    assert W.pooled_rate_status([0, 0], [30, 30], 0.02, at_least=False)[0] == W.UNDECIDED
     assert W.pooled_rate_status([0, 0], [0, 0], 0.2, at_least=True)[0] == W.UNDECIDED
     assert W.pooled_rate_status([0, 0, 5], [0, 10, 10], 0.2, at_least=True)[1] == 0.25  # an empty cluster drops out
     with pytest.raises(ValueError):
@@ -530,3 +561,42 @@ def test_geometric_mean_and_its_interval():
     assert W.geo_mean_ci([3.0]) == "3.00" and W.geo_mean_ci([]) == "—"
     with pytest.raises(ValueError, match="positive"):
         W.geo_mean_ci([1.0, -1.0])
+
+
+def test_threshold_status_on_equal_fractions_of_counts():
+    """Fractions of counts equal in every seed are not a spread of zero: the t test with the seed of fewest trials moved
+    one count toward the threshold (scipy), and nothing on the threshold; without counts, zero spread decides exactly."""
+    assert W.threshold_status([0.5, 0.5], 0.5, at_least=True) == W.HOLDS  # before the review
+    assert W.threshold_status([0.5, 0.5], 0.5, at_least=True, counts=[10, 10]) == W.UNDECIDED
+    assert W.threshold_status([0.4, 0.4], 0.5, at_least=True) == W.FAILS
+    assert W.threshold_status([0.4, 0.4], 0.5, at_least=True, counts=[10, 10]) == W.UNDECIDED
+    ref = ss.ttest_1samp([0.9, 1.0, 1.0, 1.0], 0.5, alternative="greater").pvalue
+    assert ref < 0.05 and W.threshold_status([1.0] * 4, 0.5, at_least=True, counts=[10, 20, 10, 30]) == W.HOLDS
+    # the seed with the fewest trials moves: 0/3 -> 1/3 against <= 0.1 with three seeds
+    p = ss.ttest_1samp([0.0, 0.0, 1 / 3], 0.1, alternative="greater").pvalue
+    assert W.threshold_status([0.0, 0.0, 0.0], 0.1, at_least=False, counts=[20, 20, 3]) == (W.FAILS if p < 0.05 else W.UNDECIDED)
+    assert W.threshold_status([0.0, 0.0, 0.0], 0.1, at_least=False, counts=[40, 40, 40]) == W.HOLDS
+    # NaN replicates drop out with their counts; unequal fractions: the plain t test, counts or not
+    assert W.threshold_status([1.0, np.nan, 1.0], 0.5, at_least=True, counts=[10, 0, 10]) == W.threshold_status(
+        [1.0, 0.9], 0.5, at_least=True)
+    v = [0.3, 0.6, 0.7]
+    assert W.threshold_status(v, 0.2, at_least=True, counts=[10, 10, 10]) == W.threshold_status(v, 0.2, at_least=True)
+    with pytest.raises(ValueError):
+        W.threshold_status([0.1, 0.2], 0.5, at_least=True, counts=[10])
+
+
+def test_units_bound_status_bounds_the_rate_over_independent_units():
+    """Rare events over runs: the Clopper-Pearson bound on the runs with any event (scipy's beta), whatever the number of
+    steps; fails only where the cluster-robust test puts the rate above the threshold."""
+    from scipy.stats import beta
+
+    st, b = W.units_bound_status([0] * 6, [100] * 6, 0.05)
+    assert st == W.UNDECIDED and b == pytest.approx(beta.ppf(0.95, 1, 6)) and b == pytest.approx(1 - 0.05 ** (1 / 6))
+    assert W.units_bound_status([0] * 59, [10] * 59, 0.05)[0] == W.HOLDS
+    assert W.units_bound_status([0] * 58, [10] * 58, 0.05)[0] == W.UNDECIDED
+    st, b = W.units_bound_status([1] + [0] * 99, [10] * 100, 0.05)
+    assert st == W.HOLDS and b == pytest.approx(beta.ppf(0.95, 2, 99))
+    assert W.units_bound_status([5, 6, 4, 5], [20] * 4, 0.05)[0] == W.FAILS
+    assert W.units_bound_status([0, 0], [0, 0], 0.05) == (W.UNDECIDED, 1.0)
+    with pytest.raises(ValueError):
+        W.units_bound_status([3], [2], 0.05)

@@ -70,6 +70,16 @@ def test_onset_and_window_metrics_against_loops():
     assert 0 < m["significant_barriers"] <= m["barriers"] and m["valley_pairs"] == len(pairs) and m["valley_rises"] == len(rises)
     assert m["cos_mean"] == pytest.approx(cos[2:9].mean())
     assert m["mean_height"] == pytest.approx(np.mean([(L[s, 0] + L[s, -1] - 2 * floor[s]) / 2 for s in range(2, 9)]))
+    valleys = [s for s in range(2, 9) if inter[s]]
+    assert 0 < len(valleys) < 7
+    assert m["valley_height"] == pytest.approx(np.mean([(L[s, 0] + L[s, -1] - 2 * floor[s]) / 2 for s in valleys]))
+    assert m["loss_first"] == L[2, 0] and m["loss_last"] == L[8, -1]
+    descent = torch.linspace(3, 1, 12 * 5 - 4, dtype=F64).unfold(0, 5, 4)  # pure descent: no valley, no valley height
+    dst = segment_stats(descent)
+    dm = W.window_metrics(WindowProfile(alphas=torch.linspace(0, 1, 5, dtype=F64), losses=descent, noise=0.0, tol=0.0, **dst),
+                          cos, 0)
+    assert dm["interior_frac"] == 0 and np.isnan(dm["valley_height"]) and dm["mean_height"] > 0
+    assert W.in_height_regime(dm["valley_height"], "cnn", 1) is False and W.in_height_regime(dm["mean_height"], "cnn", 1)
 
 
 def test_gd_profile_reuses_the_logged_losses_and_checkpointed_runs_continue_exactly():

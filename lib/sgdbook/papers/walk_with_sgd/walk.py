@@ -585,7 +585,10 @@ def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = 
     (``nan`` without pairs), barriers (with the noise tolerance and raw), the mean height, the
     largest barrier excess relative to the loss at the step, the barriers whose relative excess is
     at least :data:`SIGNIFICANT_EXCESS`, the valley pairs behind the rise fraction and the rises among
-    them (``valley_pairs``, ``valley_rises``), and
+    them (``valley_pairs``, ``valley_rises``), the **valley height** (the mean height over the
+    segments with an interior minimum only, ``nan`` without one: a segment without one has the
+    height ``|L_t − L_{t+1}|/2`` of a descent, not of a walk above a valley floor), the losses at the
+    first and last iterate (``loss_first``, ``loss_last``), and
     the mean cosine over the same steps (``cos`` sliced to the window, ``[S]``); segments
     ``start … stop − 1`` only (pairs within them)."""
     stop = prof.segments if stop is None else stop
@@ -603,6 +606,9 @@ def window_metrics(prof: WindowProfile, cos, start: int = 0, stop: int | None = 
         "raw_barriers": int(prof.raw_barrier[start:stop].sum()),
         "floor_rises_all": int(prof.floor_rise[start : stop - 1].sum()),
         "mean_height": float(prof.height[start:stop].mean()),
+        "valley_height": float(prof.height[start:stop][inter].mean()) if bool(inter.any()) else float("nan"),
+        "loss_first": float(prof.losses[start, 0]),
+        "loss_last": float(prof.losses[stop - 1, -1]),
         "median_range": float(prof.loss_range[start:stop].median()),
         "max_rel_excess": float(rel.max()),
         "significant_barriers": int((prof.barrier[start:stop] & (rel >= SIGNIFICANT_EXCESS)).sum()),
@@ -659,6 +665,7 @@ def gd_summary(run: WalkRun, window: int, lead: int, *, dtype=None, rtol: float 
     m = window_metrics(prof, cos, post)
     m.update(float32=_plain_flags(info, cos, post))
     m.update(onset=float("nan") if on is None else float(on), start=start, refined=info["refined"], f32_rel=info["f32_rel"],
+             window_loss_first=float(prof.losses[0, 0]),
              cos_last10=float(np.nanmean(cos[-10:])), dist_window=float(run.traj.dist[min(window, steps)]))
     return m, prof, start
 
@@ -1205,6 +1212,12 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
+def _mean_finite(values) -> float:
+    """The mean of the finite ``values`` (NaN if none)."""
+    v = _finite(values)
+    return float(v.mean()) if v.size else float("nan")
+
+
 def _on_side(m: float, threshold: float, *, at_least: bool, strict: bool) -> bool:
     """Is ``m`` on the claim's side of ``threshold`` (``≥``/``>`` if ``at_least``, else ``≤``/``<``)?"""
     return (m > threshold if strict else m >= threshold) if at_least else (m < threshold if strict else m <= threshold)
@@ -1225,8 +1238,14 @@ def on_mean_line(verdict: str) -> str:
             + verdict)
 
 
+#: The review of equal replicates, as the criteria state it.
+TIES_REVIEW = ("fractions of counts that are equal in every seed (e.g. 5 of 10 segments each) decide only if the test still "
+               "decides with one seed moved one count toward the threshold, and not at all if they sit on it; until the fourth "
+               "review they decided exactly, as a spread of zero")
+
+
 def threshold_status(values, threshold: float, *, at_least: bool, strict: bool = False, level: float = LEVEL,
-                     on_mean: bool = False, log: bool = False) -> str:
+                     on_mean: bool = False, log: bool = False, counts=None) -> str:
     """Is the mean of the replicates ``values`` (seeds; NaN dropped) on the claim's side of
     ``threshold`` (``≥`` if ``at_least``, else ``≤``; ``>`` / ``<`` if ``strict``)?
 
@@ -1238,10 +1257,24 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
     rule, reported beside the verdicts: ``holds`` whenever the mean is on the claim's side (one
     replicate is enough), ``fails`` and ``undecided`` as above. ``log``: for positive ratios (skewed:
     a ratio of losses cannot fall below 0 but can be many times 1), the test on ``log values``
-    against ``log threshold``, i.e. on their geometric mean."""
+    against ``log threshold``, i.e. on their geometric mean. ``counts``: the replicates are
+    fractions of counts, ``values[i]`` of ``counts[i]`` trials (e.g. the segments with an interior
+    minimum among a window's): then equal replicates are a coincidence of the counts' resolution, not
+    a spread of zero, and they decide only if the t test still decides with the replicate of fewest
+    trials moved one count (``1 / counts[i]``) toward the threshold; replicates all at the threshold
+    are undecided (:data:`TIES_REVIEW`)."""
     from ...stats import one_sample_t
 
-    v = _finite(values)
+    raw = np.asarray(values, dtype=float).ravel()
+    v = _finite(raw)
+    n_trials = None
+    if counts is not None:
+        c = np.asarray(counts, dtype=float).ravel()
+        if c.shape != raw.shape:
+            raise ValueError(f"threshold_status: {c.size} counts for {raw.size} values")
+        n_trials = c[np.isfinite(raw)]
+        if log:
+            raise ValueError("threshold_status: counts are for fractions of counts, not for log=True")
     if log:
         if np.any(v <= 0) or threshold <= 0:
             raise ValueError(f"threshold_status(log=True) needs positive values and a positive threshold (got threshold "
@@ -1255,8 +1288,14 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
         return HOLDS
     if v.size < 2:
         return UNDECIDED
-    if np.all(v == v[0]):  # zero spread: the replicates decide exactly
-        return HOLDS if on_side else UNDECIDED if m == threshold else FAILS
+    if np.all(v == v[0]):
+        if n_trials is None:  # zero spread: the replicates decide exactly
+            return HOLDS if on_side else UNDECIDED if m == threshold else FAILS
+        if m == threshold:
+            return UNDECIDED
+        v = v.copy()  # fractions of counts: one count toward the threshold in the replicate with the fewest trials
+        i = int(np.argmin(n_trials))
+        v[i] += (1.0 if threshold > m else -1.0) / max(float(n_trials[i]), 1.0)
     t = one_sample_t(v, threshold)
     p_claim, p_against = (t.p_greater, t.p_less) if at_least else (t.p_less, t.p_greater)
     if p_claim < level and not on_mean:
@@ -1265,7 +1304,7 @@ def threshold_status(values, threshold: float, *, at_least: bool, strict: bool =
 
 
 def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float = LEVEL,
-                       on_mean: bool = False) -> tuple[str, float, float]:
+                       on_mean: bool = False, exact_ties: bool = False) -> tuple[str, float, float]:
     """The claim "events happen in at least (``at_least``) / at most a ``threshold`` fraction of
     trials", from ``k[i]`` events in ``n[i]`` trials of independent clusters (seeds; trials within
     a cluster, such as pairs of consecutive steps of one run, may depend on each other). The rate is
@@ -1274,10 +1313,15 @@ def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float =
     trials, with a Student t of ``m − 1`` degrees of freedom. With equal ``n_i`` this is the one-sample
     t test on the clusters' fractions (:func:`threshold_status`). ``holds`` if the one-sided test puts
     ``r`` on the claim's side at ``level``, ``fails`` if it puts it on the other side, ``undecided``
-    otherwise (also with no trials or fewer than two clusters); zero spread decides exactly.
-    ``on_mean``: the rule before the review of the holding rule (``holds`` whenever ``r`` is on the
-    claim's side, one cluster included). Returns ``(status, r, p)``, ``p`` the one-sided p-value
-    against the claim (NaN with fewer than two clusters)."""
+    otherwise (also with no trials or fewer than two clusters). Clusters at exactly the same rate
+    (zero spread, e.g. no event anywhere) are a coincidence of the counts: the test is then made with
+    one event moved toward the threshold in the cluster with the fewest trials (:data:`TIES_REVIEW`;
+    a rate exactly at the threshold is undecided). This still cannot show a rare event rare (the
+    spread of one event among independent trials would stand in for that of dependent ones): use
+    :func:`units_bound_status` for that. ``exact_ties``: zero spread decides exactly, as before that
+    review. ``on_mean``: the rule before the review of the holding rule (``holds`` whenever ``r`` is
+    on the claim's side, one cluster included). Returns ``(status, r, p)``, ``p`` the one-sided
+    p-value against the claim (NaN with fewer than two clusters)."""
     from scipy.stats import t as student
 
     k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
@@ -1292,12 +1336,46 @@ def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float =
     if m < 2:
         return (HOLDS if on_mean and z >= 0 else UNDECIDED), r, float("nan")
     se = math.sqrt(m / (m - 1) * float(((k - r * n) ** 2).sum())) / float(n.sum())
-    if se == 0:  # zero spread: exact
+    if se == 0 and exact_ties:  # zero spread: exact (before the review of ties)
         return (HOLDS if z >= 0 else FAILS), r, (0.0 if z < 0 else 1.0)
+    if se == 0:
+        if r == threshold:
+            return UNDECIDED, r, 0.5
+        kk = k.copy()
+        i = int(np.argmin(n))
+        kk[i] = min(max(kk[i] + (1.0 if threshold > r else -1.0), 0.0), n[i])
+        rr = float(kk.sum() / n.sum())
+        z = (rr - threshold) if at_least else (threshold - rr)
+        se = math.sqrt(m / (m - 1) * float(((kk - rr * n) ** 2).sum())) / float(n.sum())
+        if se == 0:
+            return UNDECIDED, r, float("nan")
     p, p_claim = float(student.sf(-z / se, m - 1)), float(student.sf(z / se, m - 1))
     if z >= 0 and (on_mean or p_claim < level):
         return HOLDS, r, p
     return (FAILS if p < level else UNDECIDED), r, p
+
+
+def units_bound_status(k, n, threshold: float, *, level: float = LEVEL) -> tuple[str, float]:
+    """The claim "events happen in at most a ``threshold`` fraction of trials" from ``k[i]`` events
+    in ``n[i]`` trials of independent units (runs), whatever the dependence of trials within a unit
+    (consecutive steps of one run, which share its state). A unit's fraction of trials with an event
+    is at most 1 if it has one and 0 otherwise, so the expected fraction over units is at most the
+    chance that a unit has any event: its one-sided Clopper–Pearson upper bound over the units
+    bounds the rate. ``holds`` if that bound is at most ``threshold`` (0 events in ``m`` units need
+    ``1 − level^(1/m) ≤ threshold``: about 59 units for 5 %); ``fails`` if the cluster-robust test
+    of :func:`pooled_rate_status` puts the pooled rate above ``threshold``; ``undecided`` otherwise
+    (and with no units). Returns ``(status, bound)``."""
+    k, n = np.asarray(k, dtype=float).ravel(), np.asarray(n, dtype=float).ravel()
+    if k.shape != n.shape or (k < 0).any() or (k > n).any():
+        raise ValueError("need 0 <= k[i] <= n[i], element by element")
+    keep = n > 0
+    k, n = k[keep], n[keep]
+    if n.size == 0:
+        return UNDECIDED, 1.0
+    bound = binomial_upper(int((k > 0).sum()), int(n.size), level=level)
+    if bound <= threshold:
+        return HOLDS, bound
+    return (FAILS if pooled_rate_status(k, n, threshold, at_least=False, level=level)[0] == FAILS else UNDECIDED), bound
 
 
 def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -> str:
@@ -1520,7 +1598,8 @@ def paper_height_at_rate(role: str, epoch: float, lr: float) -> float | None:
 def in_height_regime(height: float, role: str, epoch: int, *, interpolate: bool = False) -> bool | None:
     """Is a walk with mean ``height`` above the floor at ``epoch`` in the paper's regime, i.e. at
     least :data:`REGIME_HEIGHT_FRACTION` of the paper's Table 2 height there (``interpolate``:
-    see :func:`paper_height`)? None where the paper gives no height."""
+    see :func:`paper_height`)? None where the paper gives no height; False for a NaN height (a
+    window without an interior minimum has no :func:`window_metrics` valley height)."""
     ref = paper_height(role, epoch, interpolate=interpolate)
     return None if ref is None else bool(height >= REGIME_HEIGHT_FRACTION * ref)
 
@@ -1747,28 +1826,54 @@ def _mean_status(values, threshold: float, *, at_least: bool, strict: bool = Fal
     return HOLDS if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict) else FAILS
 
 
-def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mean: bool = False, cos: float = -0.8):
+#: A GD window is in Figure 1's regime only if its loss ends at no less than this fraction of its
+#: start (:func:`judge_gd_window`).
+FIT_FRACTION = 0.5
+
+
+def gd_in_regime(m: dict, window: int, *, fit: float | None = FIT_FRACTION) -> bool:
+    """Is a GD run (its :func:`gd_summary` metrics) in Figure 1's regime: its bouncing starts (first
+    negative cosine) within the paper's first ``window`` iterations (onset ≈ 15 of 40), and, unless
+    ``fit`` is None (the rule before the fourth review), it does not fit its data within the window:
+    the loss at the window's last iterate is at least ``fit`` times that at its first (forty
+    full-batch steps leave VGG-11 far from fitting 45,000 CIFAR-10 images, its floor "reduces
+    monotonously" through them; a stand-in that fits its data inside the window leaves the valley,
+    its cosine turning positive again)."""
+    if not (np.isfinite(m["onset"]) and m["onset"] <= window):
+        return False
+    return fit is None or m["loss_last"] >= fit * m["window_loss_first"]
+
+
+def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mean: bool = False, cos: float = -0.8,
+                    before_fourth: bool = False):
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
-    seeds. Regime: a run is in the paper's regime if its bouncing starts (first negative cosine)
-    within the paper's first ``window`` iterations (Figure 1: onset ≈ 15 of the first 40); only
-    such runs are judged, and with none every part is undecided. Parts over those runs: (a)
-    interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over the
-    window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
-    interior-minimum pairs; each by :func:`threshold_status` (``cos``: (b)'s threshold; Appendix
-    A's figures claim a negative cosine, 0). Verdict: :func:`parts_verdict`
-    with (a) as the key part. ``first_version``: the criterion before review (every run judged,
-    no regime; a part is met when its seed mean is on the claim's side, :func:`_mean_status`;
-    reproduced if all are met, partially if (a) and one other, not reproduced otherwise; evidence
-    empty), for the boxes' pilot lines; ``on_mean``: the parts by :func:`threshold_status`'s rule
-    before the review of the holding rule. Returns ``(verdict, statuses, evidence)``."""
+    seeds. Regime (:func:`gd_in_regime`): a run is in the paper's regime if its bouncing starts
+    (first negative cosine) within the paper's first ``window`` iterations (Figure 1: onset ≈ 15
+    of the first 40) and its loss ends the window at no less than :data:`FIT_FRACTION` of its
+    start; only such runs are judged, and with none every part is undecided. Parts over those
+    runs: (a) interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over
+    the window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
+    interior-minimum pairs; each by :func:`threshold_status` ((a) and (c) as fractions of counts;
+    ``cos``: (b)'s threshold; Appendix A's figures claim a negative cosine, 0). Verdict:
+    :func:`parts_verdict` with (a) as the key part. ``first_version``: the criterion before review
+    (every run judged, no regime; a part is met when its seed mean is on the claim's side,
+    :func:`_mean_status`; reproduced if all are met, partially if (a) and one other, not
+    reproduced otherwise; evidence empty), for the boxes' pilot lines; ``on_mean``: the parts by
+    :func:`threshold_status`'s rule before the review of the holding rule; ``before_fourth``: the
+    rule before the fourth review (no fit condition; equal fractions of counts decide exactly).
+    Returns ``(verdict, statuses, evidence)``."""
     ms = list(metrics)
-    ok = ms if first_version else [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
+    fit = None if (before_fourth or first_version) else FIT_FRACTION
+    onset_ok = [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
+    ok = ms if first_version else [m for m in ms if gd_in_regime(m, window, fit=fit)]
     col = lambda key, rows: [m[key] for m in rows]  # noqa: E731
     judge = _mean_status if first_version else functools.partial(threshold_status, on_mean=on_mean)
+    exact_ties = first_version or before_fourth  # else (a) and (c) are fractions of counts (threshold_status's counts)
+    of = lambda key, rows: {} if exact_ties else {"counts": col(key, rows)}  # noqa: E731
     if ok:
-        st = [judge(col("interior_frac", ok), 0.8, at_least=True),
+        st = [judge(col("interior_frac", ok), 0.8, at_least=True, **of("segments", ok)),
               judge(col("cos_last10", ok), cos, at_least=False, strict=not first_version),
-              judge(col("rise_frac", ok), 0.1, at_least=False)]
+              judge(col("rise_frac", ok), 0.1, at_least=False, **of("valley_pairs", ok))]
         if first_version:  # reproduced if all met, partially if (a) and one other, not reproduced otherwise
             met = [x == HOLDS for x in st]
             v = "reproduced" if all(met) else "partially-reproduced" if met[0] and any(met[1:]) else "not-reproduced"
@@ -1781,13 +1886,15 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mea
           "onset_mean": float(np.mean(onsets)) if onsets else float("nan"),
           "onset_range": [min(onsets), max(onsets)] if onsets else [],
           "barriers": int(sum(col("barriers", ms))), "dist_window": mean("dist_window"), "seeds": len(ms),
-          "runs_in_regime": len(ok), "status_a": st[0], "status_b": st[1], "status_c": st[2],
+          "runs_in_regime": len(ok), "runs_with_onset_in_window": len(onset_ok),
+          "loss_window_first": mean("window_loss_first"), "loss_window_last": mean("loss_last"), "fit_fraction": FIT_FRACTION,
+          "status_a": st[0], "status_b": st[1], "status_c": st[2],
           "paper_onset": 15, "paper_dist_40": 1.4}
     return parts_verdict(st, key=(0,)), st, ev
 
 
 def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mean: bool = False,
-                     whole_window: bool = False):
+                     whole_window: bool = False, before_fourth: bool = False):
     """The criterion of Figures 2, 10, 11, 14, 18, 19 from the :func:`sgd_summary` metrics of a
     window's seeds and the :func:`gd_summary` metrics of the GD runs from the same
     initialisations. Parts: (a) interior minimum in ≥ 50 % of the segments; (b) the floor rises
@@ -1802,8 +1909,13 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
     the seeds where both runs have an onset (evidence ``cos_mean``, ``gd_cos_mean``: means over
     those pairs); ``whole_window`` (and
     ``first_version``): SGD's mean over its whole window, initial descent included, as before the
-    review of (d). Returns ``(verdict, statuses, evidence)``."""
+    review of (d). (a) and (b) are fractions of counts (:func:`threshold_status`'s ``counts``);
+    ``before_fourth``: equal fractions decide exactly, as before the fourth review. The evidence
+    has the window's ``mean_height`` and ``valley_height`` and its training loss at the first and
+    last iterate, ``loss_first`` and ``loss_last`` (means over seeds; the regime is the caller's,
+    :func:`in_height_regime` and :data:`FIT_FRACTION`). Returns ``(verdict, statuses, evidence)``."""
     sm, g = list(metrics), list(gd_metrics)
+    cnt = (lambda key: {}) if before_fourth else (lambda key: {"counts": [m[key] for m in sm]})  # noqa: E731
     inter = [m["interior_frac"] for m in sm]
     rise = np.array([m["rise_frac"] for m in sm], dtype=float)
     gd_rise = np.array([m["rise_frac"] for m in g], dtype=float)
@@ -1821,9 +1933,10 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
         st = [_mean_status(inter, 0.5, at_least=True), HOLDS if r >= 0.2 and not r <= gr else FAILS,
               HOLDS if bars == 0 else FAILS, HOLDS if p < LEVEL else FAILS]
     else:
-        st_b = all_status([threshold_status(rise, 0.2, at_least=True, on_mean=on_mean),
+        st_b = all_status([threshold_status(rise, 0.2, at_least=True, on_mean=on_mean, **cnt("valley_pairs")),
                            threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True, on_mean=on_mean)])
-        st = [threshold_status(inter, 0.5, at_least=True, on_mean=on_mean), st_b, HOLDS if bars == 0 else FAILS,
+        st = [threshold_status(inter, 0.5, at_least=True, on_mean=on_mean, **cnt("segments")), st_b,
+              HOLDS if bars == 0 else FAILS,
               greater_status(cos_s, cos_g)]
     ev = {"interior_frac": float(np.mean(inter)), "rise_frac": float(np.nanmean(rise)),
           "gd_rise_frac": float(np.nanmean(gd_rise)), "barriers": bars,
@@ -1831,6 +1944,8 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
           "cos_mean": float(cos_s[ok].mean()) if ok.any() else float("nan"),
           "cos_whole_window": float(np.mean([m["cos_mean"] for m in sm])), "cos_judged_from_onset": not whole,
           "gd_cos_mean": float(cos_g[ok].mean()) if ok.any() else float("nan"), "cos_pairs": int(ok.sum()), "cos_paired_p": p,
-          "mean_height": float(np.mean([m["mean_height"] for m in sm])), "seeds": len(sm),
+          "mean_height": float(np.mean([m["mean_height"] for m in sm])),
+          "valley_height": _mean_finite([m["valley_height"] for m in sm]), "seeds": len(sm),
+          "loss_first": _mean_finite([m["loss_first"] for m in sm]), "loss_last": _mean_finite([m["loss_last"] for m in sm]),
           "status_a": st[0], "status_b": st[1], "status_c": st[2], "status_d": st[3]}
     return parts_verdict(st, key=(0, 2)), st, ev
