@@ -148,6 +148,13 @@ def test_judge_sgd_window_parts():
     half = [_sgd(0.5, 0.3, -0.2), _sgd(0.5, 0.35, -0.25), _sgd(0.5, 0.4, -0.15, valley=float("nan"))]
     assert W.judge_sgd_window(half, gd)[1][0] == W.UNDECIDED
     assert W.judge_sgd_window(half, gd, before_fourth=True)[1][0] == W.HOLDS
+    # (b)'s comparison with GD: equal differences of fractions are ties too (3 valley pairs: one count is a third)
+    same_gap = [dict(_sgd(0.9, 0.9, -0.2), valley_pairs=3), dict(_sgd(0.9, 0.9, -0.25), valley_pairs=3),
+                dict(_sgd(0.9, 0.9, -0.15), valley_pairs=3)]
+    gd_08 = [dict(g, rise_frac=0.8) for g in gd]
+    assert W.threshold_status([0.9] * 3, 0.2, at_least=True, counts=[3] * 3) == W.HOLDS  # the first test still holds
+    assert W.judge_sgd_window(same_gap, gd_08, before_fourth=True)[1][1] == W.HOLDS
+    assert W.judge_sgd_window(same_gap, gd_08)[1][1] == W.UNDECIDED  # 0.1 above GD in each seed: one count is a third
     ev = W.judge_sgd_window(half, gd)[2]
     assert ev["valley_height"] == pytest.approx(0.02) and ev["mean_height"] == pytest.approx(0.01)
     assert (ev["loss_first"], ev["loss_last"]) == (2.0, 1.5)
@@ -597,6 +604,10 @@ def test_units_bound_status_bounds_the_rate_over_independent_units():
     st, b = W.units_bound_status([1] + [0] * 99, [10] * 100, 0.05)
     assert st == W.HOLDS and b == pytest.approx(beta.ppf(0.95, 2, 99))
     assert W.units_bound_status([5, 6, 4, 5], [20] * 4, 0.05)[0] == W.FAILS
+    # fails by the t test on the runs' fractions (scipy), every run weighing alike
+    k, n = np.array([5, 1, 1, 2]), np.array([20, 40, 40, 40])
+    p = ss.ttest_1samp(k / n, 0.05, alternative="greater").pvalue
+    assert W.units_bound_status(k, n, 0.05)[0] == (W.FAILS if p < 0.05 else W.UNDECIDED)
     assert W.units_bound_status([0, 0], [0, 0], 0.05) == (W.UNDECIDED, 1.0)
     with pytest.raises(ValueError):
         W.units_bound_status([3], [2], 0.05)

@@ -1356,15 +1356,18 @@ def pooled_rate_status(k, n, threshold: float, *, at_least: bool, level: float =
 
 
 def units_bound_status(k, n, threshold: float, *, level: float = LEVEL) -> tuple[str, float]:
-    """The claim "events happen in at most a ``threshold`` fraction of trials" from ``k[i]`` events
-    in ``n[i]`` trials of independent units (runs), whatever the dependence of trials within a unit
-    (consecutive steps of one run, which share its state). A unit's fraction of trials with an event
-    is at most 1 if it has one and 0 otherwise, so the expected fraction over units is at most the
-    chance that a unit has any event: its one-sided Clopper–Pearson upper bound over the units
-    bounds the rate. ``holds`` if that bound is at most ``threshold`` (0 events in ``m`` units need
-    ``1 − level^(1/m) ≤ threshold``: about 59 units for 5 %); ``fails`` if the cluster-robust test
-    of :func:`pooled_rate_status` puts the pooled rate above ``threshold``; ``undecided`` otherwise
-    (and with no units). Returns ``(status, bound)``."""
+    """The claim "events happen in at most a ``threshold`` fraction of trials", for the
+    **run-averaged** rate (each unit's fraction of trials with an event, ``k[i] / n[i]``, averaged
+    over the units, every unit weighing alike), from independent units (runs), whatever the
+    dependence of trials within a unit (consecutive steps of one run, which share its state). A
+    unit's fraction is at most 1 if it has an event and 0 otherwise, so the expected run-averaged
+    rate is at most the chance that a unit has any event: the one-sided Clopper–Pearson upper bound
+    on that chance over the units bounds it (with no event, ``∏(1 − p_i) ≤ (1 − p̄)^m``). It does not
+    bound the rate pooled over trials when units differ in length (a long unit full of events can
+    hide behind short clean ones). ``holds`` if the bound is at most ``threshold`` (0 events in ``m``
+    units need ``1 − level^(1/m) ≤ threshold``: 59 units for 5 %); ``fails`` if a one-sided t test
+    over the units' fractions (:func:`threshold_status`, fractions of counts) puts their mean above
+    ``threshold``; ``undecided`` otherwise (and with no units). Returns ``(status, bound)``."""
     k, n = np.asarray(k, dtype=float).ravel(), np.asarray(n, dtype=float).ravel()
     if k.shape != n.shape or (k < 0).any() or (k > n).any():
         raise ValueError("need 0 <= k[i] <= n[i], element by element")
@@ -1375,7 +1378,7 @@ def units_bound_status(k, n, threshold: float, *, level: float = LEVEL) -> tuple
     bound = binomial_upper(int((k > 0).sum()), int(n.size), level=level)
     if bound <= threshold:
         return HOLDS, bound
-    return (FAILS if pooled_rate_status(k, n, threshold, at_least=False, level=level)[0] == FAILS else UNDECIDED), bound
+    return (FAILS if threshold_status(k / n, threshold, at_least=False, level=level, counts=n) == FAILS else UNDECIDED), bound
 
 
 def greater_status(a, b, *, effect: float | None = None, level: float = LEVEL) -> str:
@@ -1845,7 +1848,7 @@ def gd_in_regime(m: dict, window: int, *, fit: float | None = FIT_FRACTION) -> b
 
 
 def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mean: bool = False, cos: float = -0.8,
-                    before_fourth: bool = False):
+                    before_fourth: bool = False, fit: float = FIT_FRACTION):
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
     seeds. Regime (:func:`gd_in_regime`): a run is in the paper's regime if its bouncing starts
     (first negative cosine) within the paper's first ``window`` iterations (Figure 1: onset ≈ 15
@@ -1860,10 +1863,11 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mea
     :func:`_mean_status`; reproduced if all are met, partially if (a) and one other, not
     reproduced otherwise; evidence empty), for the boxes' pilot lines; ``on_mean``: the parts by
     :func:`threshold_status`'s rule before the review of the holding rule; ``before_fourth``: the
-    rule before the fourth review (no fit condition; equal fractions of counts decide exactly).
-    Returns ``(verdict, statuses, evidence)``."""
+    rule before the fourth review (no fit condition; equal fractions of counts decide exactly);
+    ``fit``: the fit condition's fraction (another value for a sensitivity line). Returns
+    ``(verdict, statuses, evidence)``."""
     ms = list(metrics)
-    fit = None if (before_fourth or first_version) else FIT_FRACTION
+    fit = None if (before_fourth or first_version) else fit
     onset_ok = [m for m in ms if np.isfinite(m["onset"]) and m["onset"] <= window]
     ok = ms if first_version else [m for m in ms if gd_in_regime(m, window, fit=fit)]
     col = lambda key, rows: [m[key] for m in rows]  # noqa: E731
@@ -1887,7 +1891,7 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mea
           "onset_range": [min(onsets), max(onsets)] if onsets else [],
           "barriers": int(sum(col("barriers", ms))), "dist_window": mean("dist_window"), "seeds": len(ms),
           "runs_in_regime": len(ok), "runs_with_onset_in_window": len(onset_ok),
-          "loss_window_first": mean("window_loss_first"), "loss_window_last": mean("loss_last"), "fit_fraction": FIT_FRACTION,
+          "loss_window_first": mean("window_loss_first"), "loss_window_last": mean("loss_last"), "fit_fraction": fit,
           "status_a": st[0], "status_b": st[1], "status_c": st[2],
           "paper_onset": 15, "paper_dist_40": 1.4}
     return parts_verdict(st, key=(0,)), st, ev
@@ -1934,7 +1938,8 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
               HOLDS if bars == 0 else FAILS, HOLDS if p < LEVEL else FAILS]
     else:
         st_b = all_status([threshold_status(rise, 0.2, at_least=True, on_mean=on_mean, **cnt("valley_pairs")),
-                           threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True, on_mean=on_mean)])
+                           threshold_status(rise - gd_rise, 0.0, at_least=True, strict=True, on_mean=on_mean,
+                                            **cnt("valley_pairs"))])
         st = [threshold_status(inter, 0.5, at_least=True, on_mean=on_mean, **cnt("segments")), st_b,
               HOLDS if bars == 0 else FAILS,
               greater_status(cos_s, cos_g)]
