@@ -282,3 +282,23 @@ def test_hotelling_is_the_t_test_in_one_dimension_and_sees_correlation():
     assert 0.04 < np.mean(np.array(p) < 0.05) < 0.06
     with pytest.raises(ValueError, match="more rows than columns"):
         stats.hotelling_test(np.zeros((2, 3)), np.zeros(3))
+
+
+def test_logit_t_interval_is_scipys_t_interval_on_the_logits_mapped_back():
+    """The interval of fractions on the logit scale (scipy's t interval there, mapped back with the inverse logit) stays
+    inside (0, 1) where the raw interval leaves it; along an axis as t_interval; ends and NaN refused."""
+    from scipy.special import expit, logit
+
+    x = np.array([0.62, 0.98, 0.95, 0.99])
+    lo, hi = sps.t.interval(0.95, 3, loc=logit(x).mean(), scale=sps.sem(logit(x)))
+    ci = stats.logit_t_interval(x)
+    assert ci.low == pytest.approx(expit(lo)) and ci.high == pytest.approx(expit(hi)) and ci.mean == pytest.approx(expit(logit(x).mean()))
+    assert 0 < ci.low < ci.mean < ci.high < 1 and stats.t_interval(x).high > 1  # the raw interval leaves (0, 1)
+    grid = np.array([[0.2, 0.5], [0.3, 0.6], [0.25, 0.7]])
+    both = stats.logit_t_interval(grid)
+    for j in range(2):
+        col = stats.logit_t_interval(grid[:, j])
+        assert both.low[j] == pytest.approx(col.low) and both.high[j] == pytest.approx(col.high)
+    for bad in ([0.5, 1.0], [0.0, 0.5], [0.5, np.nan]):
+        with pytest.raises(ValueError):
+            stats.logit_t_interval(bad)

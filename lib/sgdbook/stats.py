@@ -131,6 +131,34 @@ def t_interval(samples, axis: int = 0, level: float = 0.95) -> MeanCI:
 
 
 @dataclass(frozen=True)
+class BoundedCI:
+    """A Student-t interval for replicates of a fraction in (0, 1), made on the logit scale and mapped
+    back, so that it stays inside (0, 1): ``mean`` is the inverse logit of the replicates' mean logit
+    (not their arithmetic mean), ``low``/``high`` the interval's ends; arrays as for :class:`MeanCI`."""
+
+    mean: np.ndarray | float
+    low: np.ndarray | float
+    high: np.ndarray | float
+    n: int
+    df: int
+    level: float
+
+
+def logit_t_interval(samples, axis: int = 0, level: float = 0.95) -> BoundedCI:
+    """The Student-t interval of fractions in (0, 1) (shares, ratios to a maximum) along ``axis``,
+    made on ``logit x = log(x / (1 − x))`` and mapped back with the inverse logit: an interval on the
+    raw fractions can leave (0, 1) with few replicates near an end. Needs n ≥ 2 and every value
+    strictly inside (0, 1)."""
+    from scipy.special import expit, logit
+
+    x = np.asarray(samples, dtype=float)
+    if not np.all((x > 0) & (x < 1)):
+        raise ValueError("logit_t_interval needs fractions strictly inside (0, 1); got values outside, at an end or NaN")
+    ci = t_interval(logit(x), axis=axis, level=level)
+    return BoundedCI(mean=expit(ci.mean), low=expit(ci.low), high=expit(ci.high), n=ci.n, df=ci.df, level=level)
+
+
+@dataclass(frozen=True)
 class TTest:
     """A t statistic with its degrees of freedom, two-sided and one-sided p-values and the effect."""
 
