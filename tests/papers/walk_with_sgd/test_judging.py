@@ -104,7 +104,7 @@ def test_ema_against_its_recursion_and_settled():
 
 def _gd(onset, inter, cos, rise, first=2.0, last=1.5):
     return {"onset": onset, "interior_frac": inter, "cos_last10": cos, "rise_frac": rise, "barriers": 0, "dist_window": 1.0,
-            "segments": 30, "valley_pairs": 20, "window_loss_first": first, "loss_last": last}
+            "segments": 30, "valley_pairs": 20, "window_loss_first": first, "loss_last": last, "loss_theta0": 2.0}
 
 
 def test_judge_gd_window_gates_on_the_onset():
@@ -117,12 +117,14 @@ def test_judge_gd_window_gates_on_the_onset():
     assert W.judge_gd_window(resolved_miss, 40)[:2] == ("partially-reproduced", [W.HOLDS, W.FAILS, W.HOLDS])
     no_onset = [_gd(float("nan"), 0.0, 0.9, float("nan"))] * 2
     assert W.judge_gd_window(no_onset, 40)[0] == "inconclusive"
-    # a run that fits its data inside the window (loss 2.0 -> 0.26) is outside the regime; before the fourth review it was in
+    # a window that ends below half the initial loss (2.0 -> 0.26) is not early training; before the fourth review it was in
     fitted = [_gd(15, 0.9, -0.5, 0.0, last=0.26), _gd(16, 0.9, -0.52, 0.0, last=0.3), _gd(14, 0.9, -0.48, 0.0, last=0.2)]
     verdict, st, ev = W.judge_gd_window(fitted, 40)
     assert verdict == "inconclusive" and ev["runs_in_regime"] == 0 and ev["runs_with_onset_in_window"] == 3
     assert W.judge_gd_window(fitted, 40, before_fourth=True)[0] == "partially-reproduced"
     assert W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=1.0), 40) and not W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=0.99), 40)
+    late_start = _gd(15, 0.9, -0.9, 0.0, first=1.1, last=1.0)  # against L(theta0) = 2.0, not against the window's start
+    assert W.gd_in_regime(late_start, 40) and not W.gd_in_regime(dict(late_start, loss_last=0.9), 40)
     assert W.gd_in_regime(_gd(15, 0.9, -0.9, 0.0, last=0.99), 40, fit=None)
 
 

@@ -665,7 +665,7 @@ def gd_summary(run: WalkRun, window: int, lead: int, *, dtype=None, rtol: float 
     m = window_metrics(prof, cos, post)
     m.update(float32=_plain_flags(info, cos, post))
     m.update(onset=float("nan") if on is None else float(on), start=start, refined=info["refined"], f32_rel=info["f32_rel"],
-             window_loss_first=float(prof.losses[0, 0]),
+             window_loss_first=float(prof.losses[0, 0]), loss_theta0=float(run.traj.loss[0]),
              cos_last10=float(np.nanmean(cos[-10:])), dist_window=float(run.traj.dist[min(window, steps)]))
     return m, prof, start
 
@@ -674,14 +674,16 @@ def sgd_summary(run: WalkRun, a: int, b: int, *, dtype=None, rtol: float = 1e-6,
     """An SGD run's window ``a … b``: :func:`window_metrics` over all its segments, the distance
     at ``b``, the run's onset (:func:`onset`, the rule of :func:`gd_summary`) and ``cos_from_onset``,
     the mean cosine over the window's iterations from that onset on (as GD's ``cos_mean`` is;
-    ``nan`` if the run has no negative cosine before ``b``); ``exact`` as for :func:`gd_summary`.
+    ``nan`` if the run has no negative cosine before ``b``), ``loss_theta0`` (the whole training
+    set's loss at θ₀ if the window starts there, else ``nan``); ``exact`` as for :func:`gd_summary`.
     Returns ``(metrics, profile)``."""
     prof, info = _window_profile(run, a, b, dtype=dtype, rtol=rtol, exact=exact)
     cos = run.traj.cos[:b].cpu().numpy()
     m = window_metrics(prof, cos[a:b])
     m.update(float32=_plain_flags(info, cos[a:b], 0))
     on = onset(cos)
-    m.update(dist_end=float(run.traj.dist[b]), onset=float("nan") if on is None else float(on), refined=info["refined"],
+    m.update(loss_theta0=float(prof.losses[0, 0]) if a == 0 else float("nan"),
+             dist_end=float(run.traj.dist[b]), onset=float("nan") if on is None else float(on), refined=info["refined"],
              f32_rel=info["f32_rel"],
              cos_from_onset=float("nan") if on is None else float(np.nanmean(cos[max(a, on):b])))
     return m, prof
@@ -1829,22 +1831,21 @@ def _mean_status(values, threshold: float, *, at_least: bool, strict: bool = Fal
     return HOLDS if _on_side(float(v.mean()), threshold, at_least=at_least, strict=strict) else FAILS
 
 
-#: A GD window is in Figure 1's regime only if its loss ends at no less than this fraction of its
-#: start (:func:`judge_gd_window`).
+#: A window is early training, as the paper's are, only if its loss ends at no less than this
+#: fraction of the initial loss ``L(θ₀)`` (:func:`gd_in_regime`; chapter 01's SGD windows too).
 FIT_FRACTION = 0.5
 
 
 def gd_in_regime(m: dict, window: int, *, fit: float | None = FIT_FRACTION) -> bool:
     """Is a GD run (its :func:`gd_summary` metrics) in Figure 1's regime: its bouncing starts (first
     negative cosine) within the paper's first ``window`` iterations (onset ≈ 15 of 40), and, unless
-    ``fit`` is None (the rule before the fourth review), it does not fit its data within the window:
-    the loss at the window's last iterate is at least ``fit`` times that at its first (forty
-    full-batch steps leave VGG-11 far from fitting 45,000 CIFAR-10 images, its floor "reduces
-    monotonously" through them; a stand-in that fits its data inside the window leaves the valley,
-    its cosine turning positive again)."""
+    ``fit`` is None (the rule before the fourth review), the window is early training: the loss at
+    its last iterate is at least ``fit`` times the initial loss ``L(θ₀)`` (the paper's window is
+    the first 40 full-batch steps on CIFAR-10, for which it gives no loss; the fraction is the
+    book's choice)."""
     if not (np.isfinite(m["onset"]) and m["onset"] <= window):
         return False
-    return fit is None or m["loss_last"] >= fit * m["window_loss_first"]
+    return fit is None or m["loss_last"] >= fit * m["loss_theta0"]
 
 
 def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mean: bool = False, cos: float = -0.8,
@@ -1852,8 +1853,8 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mea
     """The criterion of Figures 1, 9, 17, 20 from the :func:`gd_summary` metrics of a stand-in's
     seeds. Regime (:func:`gd_in_regime`): a run is in the paper's regime if its bouncing starts
     (first negative cosine) within the paper's first ``window`` iterations (Figure 1: onset ≈ 15
-    of the first 40) and its loss ends the window at no less than :data:`FIT_FRACTION` of its
-    start; only such runs are judged, and with none every part is undecided. Parts over those
+    of the first 40) and its loss ends the window at no less than :data:`FIT_FRACTION` of the
+    initial loss; only such runs are judged, and with none every part is undecided. Parts over those
     runs: (a) interior minimum in ≥ 80 % of the segments from the onset on, (b) mean cosine over
     the window's last 10 iterations ≤ −0.8, (c) floor rises between ≤ 10 % of consecutive
     interior-minimum pairs; each by :func:`threshold_status` ((a) and (c) as fractions of counts;
@@ -1891,7 +1892,8 @@ def judge_gd_window(metrics, window: int, *, first_version: bool = False, on_mea
           "onset_range": [min(onsets), max(onsets)] if onsets else [],
           "barriers": int(sum(col("barriers", ms))), "dist_window": mean("dist_window"), "seeds": len(ms),
           "runs_in_regime": len(ok), "runs_with_onset_in_window": len(onset_ok),
-          "loss_window_first": mean("window_loss_first"), "loss_window_last": mean("loss_last"), "fit_fraction": fit,
+          "loss_window_first": mean("window_loss_first"), "loss_window_last": mean("loss_last"),
+          "loss_theta0": mean("loss_theta0"), "fit_fraction": fit,
           "status_a": st[0], "status_b": st[1], "status_c": st[2],
           "paper_onset": 15, "paper_dist_40": 1.4}
     return parts_verdict(st, key=(0,)), st, ev
@@ -1952,5 +1954,6 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
           "mean_height": float(np.mean([m["mean_height"] for m in sm])),
           "valley_height": _mean_finite([m["valley_height"] for m in sm]), "seeds": len(sm),
           "loss_first": _mean_finite([m["loss_first"] for m in sm]), "loss_last": _mean_finite([m["loss_last"] for m in sm]),
+          "loss_theta0": _mean_finite([m.get("loss_theta0", float("nan")) for m in sm]),
           "status_a": st[0], "status_b": st[1], "status_c": st[2], "status_d": st[3]}
     return parts_verdict(st, key=(0, 2)), st, ev
