@@ -1214,7 +1214,7 @@ def _finite(values) -> np.ndarray:
     return v[np.isfinite(v)]
 
 
-def _mean_finite(values) -> float:
+def mean_finite(values) -> float:
     """The mean of the finite ``values`` (NaN if none)."""
     v = _finite(values)
     return float(v.mean()) if v.size else float("nan")
@@ -1952,8 +1952,8 @@ def judge_sgd_window(metrics, gd_metrics, *, first_version: bool = False, on_mea
           "cos_whole_window": float(np.mean([m["cos_mean"] for m in sm])), "cos_judged_from_onset": not whole,
           "gd_cos_mean": float(cos_g[ok].mean()) if ok.any() else float("nan"), "cos_pairs": int(ok.sum()), "cos_paired_p": p,
           "mean_height": float(np.mean([m["mean_height"] for m in sm])),
-          "valley_height": _mean_finite([m["valley_height"] for m in sm]), "seeds": len(sm),
-          "loss_first": _mean_finite([m["loss_first"] for m in sm]), "loss_last": _mean_finite([m["loss_last"] for m in sm]),
-          "loss_theta0": _mean_finite([m.get("loss_theta0", float("nan")) for m in sm]),
+          "valley_height": mean_finite([m["valley_height"] for m in sm]), "seeds": len(sm),
+          "loss_first": mean_finite([m["loss_first"] for m in sm]), "loss_last": mean_finite([m["loss_last"] for m in sm]),
+          "loss_theta0": mean_finite([m.get("loss_theta0", float("nan")) for m in sm]),
           "status_a": st[0], "status_b": st[1], "status_c": st[2], "status_d": st[3]}
     return parts_verdict(st, key=(0, 2)), st, ev
